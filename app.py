@@ -1,0 +1,57 @@
+"""Qwen3 Playground: a Gradio playground for Qwen3 with pluggable backends.
+
+    python app.py                     start the web UI
+    python app.py chat --prompt TEXT  one reply on the command line (--json for a JSON object)
+    python app.py models              list the model catalog
+    python app.py build-tiny          build the tiny offline demo models
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import cli
+
+    parser = argparse.ArgumentParser(prog="app.py", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ui = sub.add_parser("ui", help="start the web UI (the default)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on [default: 127.0.0.1]")
+    ui.add_argument("--port", type=int, default=7860, help="port [default: 7860]")
+    ui.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    ui.add_argument("--model", default=None, help="model to load at start [default: tiny-bf16]")
+
+    chat = sub.add_parser("chat", help="chat once from the command line")
+    cli.add_model_flags(chat)
+    cli.add_chat_flags(chat)
+    chat.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+
+    models = sub.add_parser("models", help="list the model catalog and what is usable offline")
+    models.add_argument("--json", action="store_true", help="print JSON")
+
+    tiny = sub.add_parser("build-tiny", help="build (or find cached) the tiny demo/test models")
+    tiny.add_argument("--formats", nargs="*", default=None, help="formats to build [default: all]")
+    tiny.add_argument("--force", action="store_true", help="rebuild even if cached")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import cli
+
+    cli.quiet_libraries()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["ui", *argv]
+    args = build_parser().parse_args(argv)
+    if args.command == "ui":
+        from ui.launch import launch
+
+        return launch(args)
+    return cli.run(args.command, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

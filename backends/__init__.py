@@ -1,0 +1,1 @@
+"""Backends: one module per library behind the interface in ``backends.base``."""

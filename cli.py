@@ -1,0 +1,129 @@
+"""Headless commands of ``app.py``: ``chat``, ``models``, ``build-tiny``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from core.errors import PlaygroundError
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny-bf16",
+                        help="catalog name, Hub repo id or local path (folder or .gguf) [default: tiny-bf16]")
+    parser.add_argument("--backend", default=None,
+                        help="force a backend (transformers, ...); default: inferred from the model")
+    parser.add_argument("--yarn-factor", type=float, default=1.0,
+                        help="YaRN rope scaling factor, 1 (off) to 4; context = 32768 x factor")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N [default: auto]")
+
+
+def add_chat_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", required=True, help="the user message (may end with /think or /no_think)")
+    parser.add_argument("--system", default=None, help="system prompt")
+    parser.add_argument("--no-thinking", action="store_true", help="hard switch: enable_thinking=False")
+    parser.add_argument("--preset", default=None,
+                        help="sampling preset from presets/sampling [default: the mode's card preset]")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="at most 38912 [default: preset's]")
+    parser.add_argument("--temperature", type=float, default=None, help="override the preset's temperature")
+
+
+def resolve_settings(args: argparse.Namespace, quantized: bool) -> tuple[Any, bool]:
+    """Preset + overrides -> (validated GenerationSettings, thinking)."""
+    from core.presets import default_preset_name, get_preset
+
+    thinking = not args.no_thinking
+    preset = get_preset(args.preset or default_preset_name(thinking, quantized))
+    overrides = {k: v for k, v in (("seed", args.seed), ("max_new_tokens", args.max_new_tokens),
+                                   ("temperature", args.temperature)) if v is not None}
+    return preset.settings.with_updates(**overrides).validate(thinking), thinking
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from backends.base import LoadOptions
+    from backends.loader import open_model
+    from core.catalog import resolve_model
+    from core.events import AnswerDelta, ReasoningDelta, Reply
+
+    spec = resolve_model(args.model, args.backend)
+    settings, thinking = resolve_settings(args, spec.quantized)
+    options = LoadOptions(yarn_factor=args.yarn_factor, device=args.device)
+
+    def progress(fraction: float, message: str) -> None:
+        if not args.json:
+            print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    backend = open_model(args.model, backend=args.backend, options=options, progress=progress)
+    load_s = time.perf_counter() - started
+    reply = Reply()
+    section = None
+    for event in backend.stream_chat([{"role": "user", "content": args.prompt}], settings,
+                                     thinking=thinking, system_prompt=args.system):
+        reply.add(event)
+        if args.json or not isinstance(event, (ReasoningDelta, AnswerDelta)):
+            continue
+        kind = "reasoning" if isinstance(event, ReasoningDelta) else "answer"
+        if kind != section:
+            print(("\n" if section else "") + ("--- reasoning ---" if kind == "reasoning" else "--- answer ---"))
+            section = kind
+        print(event.text, end="", flush=True)
+    stats = {**reply.stats.to_dict(), "load_s": load_s}
+    info = backend.describe().to_dict()
+    if args.json:
+        print(json.dumps({"backend": backend.name, "model": spec.name, "reasoning": reply.reasoning,
+                          "answer": reply.answer, "stats": stats, "info": info}, indent=2))
+    else:
+        ttft = f"{stats['ttft_s']:.3f}s" if stats["ttft_s"] is not None else "-"
+        speed = f"{stats['tokens_per_s']:.1f}" if stats["tokens_per_s"] else "-"
+        print(f"\n--- {stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion tokens, "
+              f"first token {ttft}, {speed} tokens/s, load {load_s:.2f}s ({stats['finish_reason']}) ---")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from core.catalog import load_catalog
+    from core.hub import available_offline
+
+    rows = [{**spec.to_dict(), "offline": available_offline(spec)} for spec in load_catalog()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':34} {'backend':12} {'format':12} {'offline':8} source")
+    for row in rows:
+        source = row["source"] + (f" ({row['filename']})" if row.get("filename") else "")
+        print(f"{row['name']:34} {row['backend']:12} {row['format']:12} {'yes' if row['offline'] else 'no':8} {source}")
+    return 0
+
+
+def cmd_build_tiny(args: argparse.Namespace) -> int:
+    import tinymodels
+
+    started = time.perf_counter()
+    paths = tinymodels.build(tuple(args.formats) if args.formats else None, force=args.force) \
+        if args.formats else tinymodels.build(force=args.force)
+    print(json.dumps({k: str(v) for k, v in paths.items()} | {"seconds": round(time.perf_counter() - started, 1)}, indent=2))
+    return 0
+
+
+def run(command: str, args: argparse.Namespace) -> int:
+    handlers = {"chat": cmd_chat, "models": cmd_models, "build-tiny": cmd_build_tiny}
+    try:
+        return handlers[command](args)
+    except PlaygroundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def quiet_libraries() -> None:
+    """Library chatter (progress bars, warnings) goes away unless the user asks for it."""
+    if not os.environ.get("QWEN3_PLAYGROUND_VERBOSE"):
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,0 +1,1 @@
+"""Shared logic of the playground: neither backend nor UI (both import it)."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.errors import PromptError
-from core.reasoning import THINK_CLOSE, split_reasoning
+from core.reasoning import THINK_CLOSE, THINK_OPEN
 
 ROLES = ("system", "user", "assistant")
 SOFT_SWITCHES = ("/think", "/no_think")
@@ -34,8 +34,10 @@ def content_text(content: Any) -> str:
 
 def answer_only(content: str) -> str:
     """What an earlier assistant turn contributes to the prompt: its answer, no reasoning."""
-    if THINK_CLOSE in content or content.lstrip().startswith("<think>"):
-        return split_reasoning(content)[1]
+    if THINK_CLOSE in content:  # like Qwen's reference code: split at the last </think>
+        return content.rsplit(THINK_CLOSE, 1)[1].strip()
+    if content.lstrip().startswith(THINK_OPEN):  # cut off while reasoning: no answer yet
+        return ""
     return content
 
 

@@ -1,0 +1,23 @@
+"""Tiny trained Qwen3 models (bf16, FP8, ...) that follow a fixed script; used by the offline demo
+and by every test.
+
+    from tinymodels import build, model_path
+    paths = build(("bf16", "fp8"))      # {"bf16": Path, "fp8": Path}, cached
+    model_path("fp8")                    # builds on demand
+
+Formats live in a registry (``tinymodels.registry.register_format``); importing this package
+registers the built-in ones.  The script the models follow is ``tinymodels.script``.
+"""
+
+from __future__ import annotations
+
+from . import build as _build_module  # noqa: F401  (registers "bf16")
+from . import fp8 as _fp8_module  # noqa: F401  (registers "fp8")
+from .cache import build, cache_dir, cache_key, cache_root, model_path
+from .registry import FORMATS, register_format
+from .script import CASES, LEAKED_HISTORY_CASE, SCRIPTED_TEXT, ScriptedCase
+
+__all__ = [
+    "build", "model_path", "cache_root", "cache_dir", "cache_key", "FORMATS", "register_format",
+    "CASES", "LEAKED_HISTORY_CASE", "SCRIPTED_TEXT", "ScriptedCase",
+]

@@ -128,9 +128,9 @@ def build(
     return paths
 
 
-def model_path(fmt: str = "bf16") -> Path:
+def model_path(fmt: str = "bf16", progress: ProgressFn | None = None) -> Path:
     """Folder of one tiny-model format, built on demand if it is not in the cache yet."""
     final = cache_dir() / fmt
     if final.is_dir():
         return final
-    return build((fmt,))[fmt]
+    return build((fmt,), progress=progress)[fmt]

@@ -1,0 +1,88 @@
+"""Shared test set-up: one torch thread, no telemetry, and an in-process web app.
+
+Fixtures here are generic so that other test files can reuse them:
+- ``free_port()`` (a function): a free TCP port on 127.0.0.1;
+- ``launch_in_process(demo)`` (a function): start a ``gr.Blocks`` on 127.0.0.1 in this process
+  and return its URL;
+- ``tiny_bf16`` (session): the path of the tiny demo model, built once;
+- ``ui_server`` (session): the playground UI running in-process on a free port, started on
+  tiny-bf16, as an object with ``url``, ``demo`` and ``pool`` (the shared ModelPool).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before torch / gradio are imported anywhere: the machine has 2 busy cores, and no phoning home.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ARTIFACTS = ROOT / "artifacts"  # gitignored: screenshots and other test output
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_in_process(demo: Any, concurrency: int = 4) -> str:
+    """Serve ``demo`` (a gr.Blocks) on 127.0.0.1:<free port> without blocking; return its URL."""
+    port = free_port()
+    demo.queue(default_concurrency_limit=concurrency)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                show_error=True)
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def tiny_bf16() -> Path:
+    import tinymodels
+
+    return tinymodels.model_path("bf16")
+
+
+@dataclass
+class UIServer:
+    url: str
+    demo: Any
+    pool: Any
+
+    def backend(self, model: str = "tiny-bf16", yarn_factor: float = 1.0):
+        """The backend the pool holds for (model, yarn_factor), or None."""
+        from backends.base import LoadOptions
+        from core.catalog import resolve_model
+
+        return self.pool.peek(resolve_model(model), LoadOptions(yarn_factor=yarn_factor))
+
+
+@pytest.fixture(scope="session")
+def ui_server(tiny_bf16) -> UIServer:
+    import torch
+
+    torch.set_num_threads(1)
+    from backends.pool import ModelPool
+    from ui.blocks import build_app
+
+    pool = ModelPool(max_models=3)
+    demo = build_app(pool, start_model="tiny-bf16")
+    url = launch_in_process(demo)
+    try:
+        yield UIServer(url, demo, pool)
+    finally:
+        demo.close()
+        pool.unload_all()

@@ -1,0 +1,127 @@
+"""``build_app``: the playground's Blocks, its panels and the events between them.
+
+API endpoints (``gradio_client``):
+- ``/chat`` (streaming): message, history, system_prompt, thinking, temperature, top_p, top_k,
+  min_p, presence_penalty, max_new_tokens, seed, model, yarn_factor -> history
+- ``/regenerate`` (streaming): the same without message -> history
+- ``/load_model``: model, yarn_factor -> (model, yarn_factor, status, info); a failed load
+  returns the session's previous model and the reason in status
+- ``/apply_preset``: preset -> (temperature, ..., seed, preset note)
+- ``/set_thinking``: thinking, model -> (preset, temperature, ..., seed, preset note)
+- ``/presets``: -> every preset with its mode and values
+- ``/models``: -> the catalog
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from backends.pool import ModelPool
+from core.catalog import load_catalog
+from core.errors import PlaygroundError
+from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, stopped
+from ui.context import TINY_MODEL, TINY_NOTE, AppContext, StartModel, choose_start_model
+from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_on_page_load,
+                            model_summary, pick_requested)
+from ui.settings_panel import _preset_label, build_settings_panel, wire_settings_panel
+
+TITLE = "Qwen3 Playground"
+
+
+def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
+              start_model: str | None = None) -> gr.Blocks:
+    """The playground's Blocks. ``pool`` is shared by every session (a new one if None);
+    ``start`` (or ``start_model``, a model reference) is what a new session starts on."""
+    catalog = load_catalog()
+    if start is None:
+        start = choose_start_model(start_model, catalog)
+    ctx = AppContext(pool=pool or ModelPool(), start=start, catalog=catalog)
+    try:
+        start_spec = ctx.resolve(start.ref)
+    except PlaygroundError as exc:  # a bad --model: say why, start on the tiny model
+        ctx.start = start = StartModel(TINY_MODEL, TINY_NOTE.format(reason=f"`{start.ref}` is unusable: {exc}."))
+        start_spec = ctx.resolve(TINY_MODEL)
+    start_thinking = {"always": True, "never": False}.get(start_spec.thinking, True)
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"## {TITLE}")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                chat = build_chat_tab()
+                info = gr.Markdown(model_summary(ctx, start.ref, 1.0), label="info", elem_id="model-info")
+            with gr.Column(scale=2, min_width=320):
+                models = build_model_panel(ctx, info)
+                settings = build_settings_panel(ctx, start_spec.quantized, start_thinking)
+        _wire(ctx, demo, chat, models, settings)
+    demo.ctx = ctx  # for tests and embedding: the pool and the start model
+    return demo
+
+
+def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
+    chat_fn, regenerate_fn = make_chat_handlers(ctx)
+    load_model = make_load_model(ctx)
+    apply_defaults = make_apply_model_defaults(ctx, _preset_label)
+    generation_inputs = [settings.system_prompt, settings.thinking, *settings.sliders, models.model,
+                         models.yarn_factor]
+
+    # chat: Enter and Send run the same streaming handler; the textbox clears at once
+    submitted = chat.message.submit(chat_fn, [chat.message, chat.chatbot, *generation_inputs], [chat.chatbot],
+                                    api_name="chat", show_progress="minimal")
+    sent = chat.send.click(chat_fn, [chat.message, chat.chatbot, *generation_inputs], [chat.chatbot],
+                           api_visibility="private", show_progress="minimal")
+    for trigger in (chat.message.submit, chat.send.click):
+        trigger(lambda: "", None, [chat.message], queue=False, api_visibility="private", show_progress="hidden")
+    regenerated = chat.regenerate.click(regenerate_fn, [chat.chatbot, *generation_inputs], [chat.chatbot],
+                                        api_name="regenerate", show_progress="minimal")
+    chat.stop.click(stopped, [chat.chatbot], [chat.chatbot], cancels=[submitted, sent, regenerated],
+                    queue=False, api_visibility="private", show_progress="hidden")
+    chat.clear.click(clear, None, [chat.chatbot, chat.message], queue=False, api_visibility="private",
+                     show_progress="hidden")
+
+    # model: Load button -> load_model (the API endpoint) -> the new model's thinking mode / preset
+    load_outputs = [models.model, models.yarn_factor, models.current, models.status, models.info]
+    defaults_outputs = [models.applied, settings.thinking, settings.preset, *settings.sliders, settings.preset_note]
+    models.choice.input(lambda: "", None, [models.custom], queue=False, api_visibility="private")
+    for trigger in (models.load_button.click, models.custom.submit):
+        trigger(pick_requested, [models.choice, models.custom], [models.requested], queue=False,
+                api_visibility="private").then(
+            load_model, [models.requested, settings.yarn, models.current], load_outputs,
+            api_name="load_model" if trigger == models.load_button.click else False,
+            api_visibility="public" if trigger == models.load_button.click else "private",
+            show_progress_on=[models.status]).then(
+            apply_defaults, [models.model, settings.thinking, models.applied], defaults_outputs,
+            api_visibility="private", show_progress="hidden")
+    # YaRN: a new factor reloads the session's model through the pool
+    settings.yarn.release(load_model, [models.model, settings.yarn, models.current], load_outputs, api_visibility="private",
+                          show_progress_on=[models.status])
+    settings.use_recommended.click(_recommended, [settings.desired_context, settings.yarn], [settings.yarn],
+                                   queue=False, api_visibility="private").then(
+        load_model, [models.model, settings.yarn, models.current], load_outputs, api_visibility="private",
+        show_progress_on=[models.status])
+
+    wire_settings_panel(ctx, settings, models.model)
+    demo.load(make_on_page_load(ctx), [models.model, models.yarn_factor], [models.status, models.info],
+              api_visibility="private", show_progress_on=[models.status])
+
+    def presets() -> dict[str, Any]:
+        """Every sampling preset: mode, description and values."""
+        return {name: {"mode": p.mode, "description": p.description, **p.settings.to_dict()}
+                for name, p in ctx.presets.items()}
+
+    def models_list() -> list[dict[str, Any]]:
+        """The model catalog (name, backend, source, format, quantized, thinking, params, description)."""
+        return [spec.to_dict() for spec in ctx.catalog]
+
+    gr.api(presets, api_name="presets")
+    gr.api(models_list, api_name="models")
+
+
+def _recommended(desired: float | None, current: float) -> float:
+    from core.yarn import recommend_factor
+
+    try:
+        return recommend_factor(int(desired))
+    except (PlaygroundError, TypeError, ValueError) as exc:
+        gr.Warning(str(exc) if isinstance(exc, PlaygroundError) else "Type the desired context first.")
+        return current

@@ -1,0 +1,139 @@
+"""Model picker: catalog dropdown, free field (Hub repo id / local path), load with progress.
+
+A session's model is two hidden fields (``model``, ``yarn_factor``) that every chat call sends;
+the shared :class:`~backends.pool.ModelPool` holds the loaded models. A failed load changes
+neither field, so the session keeps chatting with the model it had.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from core.errors import PlaygroundError
+from core.presets import default_preset_name
+from ui.context import AppContext, gradio_progress
+from ui.formatting import preset_status, settings_to_values
+
+
+@dataclass
+class ModelPanel:
+    choice: gr.Dropdown
+    custom: gr.Textbox
+    load_button: gr.Button
+    requested: gr.Textbox  # hidden: what the Load button asked for
+    model: gr.Textbox  # hidden: the session's model (an API parameter of chat)
+    yarn_factor: gr.Number  # hidden: the factor the session's model was loaded with
+    status: gr.Markdown
+    info: gr.Markdown
+    applied: gr.State  # the model whose defaults (thinking mode, preset) the widgets show
+    current: gr.State  # (model, yarn_factor) the session uses: what a failed load keeps
+
+
+def model_summary(ctx: AppContext, ref: str, yarn_factor: float) -> str:
+    """The model info line, or a note that the model is not loaded yet."""
+    try:
+        backend = ctx.pool.peek(ctx.resolve(ref), _options(yarn_factor))
+    except PlaygroundError as exc:
+        return f"Model: `{ref}` ({exc})"
+    if backend is None:
+        return f"Model: `{ref}` (loads with the first message)"
+    try:
+        return "Model: " + backend.describe().summary()
+    except PlaygroundError as exc:
+        return f"Model: `{ref}` ({exc})"
+
+
+def _options(yarn_factor: float):
+    from backends.base import LoadOptions
+
+    return LoadOptions(yarn_factor=float(yarn_factor))
+
+
+def build_model_panel(ctx: AppContext, info: gr.Markdown) -> ModelPanel:
+    """The picker; ``info`` (the model info line) is rendered by the caller, under the chat."""
+    in_catalog = any(spec.name == ctx.start.ref for spec in ctx.catalog)
+    with gr.Accordion("Model", open=True):
+        choice = gr.Dropdown(choices=ctx.catalog_choices(), value=ctx.start.ref if in_catalog else None,
+                             label="Catalog", elem_id="model-choice")
+        custom = gr.Textbox(label="…or a Hub repo id / local path", elem_id="model-custom",
+                            placeholder="Qwen/Qwen3-0.6B, /path/to/checkpoint, /path/to/model.gguf",
+                            value="" if in_catalog else ctx.start.ref)
+        load_button = gr.Button("Load model", variant="secondary", elem_id="load-model")
+        status = gr.Markdown(ctx.start.note, label="status", elem_id="model-status")
+    requested = gr.Textbox(value=ctx.start.ref, visible=False, label="requested")
+    model = gr.Textbox(value=ctx.start.ref, visible=False, label="model")
+    yarn_factor = gr.Number(value=1.0, visible=False, label="yarn_factor")
+    applied = gr.State(ctx.start.ref)
+    current = gr.State((ctx.start.ref, 1.0))
+    return ModelPanel(choice, custom, load_button, requested, model, yarn_factor, status, info, applied, current)
+
+
+def make_load_model(ctx: AppContext):
+    def load_model(model: str, yarn_factor: float = 1.0, current: tuple[str, float] = ("", 1.0),
+                   progress=gr.Progress()) -> tuple[Any, ...]:
+        """Load a model (catalog name, Hub repo id or local path) with a YaRN factor (1 = off).
+
+        Returns (model, yarn_factor, status, info): the session's model afterwards. On failure
+        the status says why and the session keeps the model (and factor) it had.
+        """
+        model = (model or "").strip()
+        started = time.perf_counter()
+        try:
+            factor = float(yarn_factor if yarn_factor is not None else 1.0)
+            progress(0.0, desc=f"Loading {model}")
+            backend = ctx.backend(model, factor, gradio_progress(progress))
+            summary = backend.describe().summary()
+        except PlaygroundError as exc:
+            gr.Warning(f"Could not load {model or 'the model'}: {exc}")
+            kept, kept_factor = current
+            return (kept, kept_factor, current,
+                    f"⚠️ Could not load `{model}`: {exc}  \nStill using `{kept}` (it stays loaded).",
+                    model_summary(ctx, kept, kept_factor))
+        took = time.perf_counter() - started
+        return model, factor, (model, factor), f"✅ `{model}` ready ({took:.1f} s).", f"Model: {summary}"
+
+    return load_model
+
+
+def make_on_page_load(ctx: AppContext):
+    def on_page_load(model: str, yarn_factor: float, progress=gr.Progress()) -> tuple[str, str]:
+        """Load the session's start model (normally already in the pool) and show its info."""
+        try:
+            ctx.backend(model, float(yarn_factor or 1.0), gradio_progress(progress))
+        except PlaygroundError as exc:
+            return f"⚠️ Could not load `{model}`: {exc}", model_summary(ctx, model, yarn_factor or 1.0)
+        return ctx.start.note, model_summary(ctx, model, yarn_factor or 1.0)
+
+    return on_page_load
+
+
+def make_apply_model_defaults(ctx: AppContext, preset_label):
+    def apply_model_defaults(model: str, thinking: bool, applied: str) -> tuple[Any, ...]:
+        """After a model change: the Thinking toggle follows the model's mode (always / never /
+        switchable) and the preset becomes the mode's default (quantized variant if needed)."""
+        n_outputs = 2 + 1 + 7 + 1  # applied, thinking, preset, sliders, note
+        if model == applied:
+            return tuple(gr.skip() for _ in range(n_outputs))
+        try:
+            spec = ctx.resolve(model)
+        except PlaygroundError:
+            return tuple(gr.skip() for _ in range(n_outputs))
+        fixed = {"always": True, "never": False}.get(spec.thinking)
+        thinking = bool(thinking) if fixed is None else fixed
+        info = {"always": "This model always thinks.", "never": "This model has no thinking mode."}.get(
+            spec.thinking, "Hard switch (enable_thinking). End a message with /think or /no_think for the soft switch.")
+        name = default_preset_name(thinking, spec.quantized)
+        preset = ctx.presets[name]
+        return (model, gr.Checkbox(value=thinking, interactive=fixed is None, info=info),
+                gr.Dropdown(choices=ctx.presets_for(thinking), value=name, label=preset_label(thinking)),
+                *settings_to_values(preset.settings), preset_status(name, False, preset.description))
+
+    return apply_model_defaults
+
+
+def pick_requested(choice: str | None, custom: str) -> str:
+    """The free field wins over the dropdown when it holds something."""
+    return (custom or "").strip() or (choice or "")

@@ -47,11 +47,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from backends.base import LoadOptions
     from backends.loader import open_model
     from core.catalog import resolve_model
+    from core.chat import model_messages
     from core.events import AnswerDelta, ReasoningDelta, Reply
 
     spec = resolve_model(args.model, args.backend)
     settings, thinking = resolve_settings(args, spec.quantized)
-    options = LoadOptions(yarn_factor=args.yarn_factor, device=args.device)
+    options = LoadOptions(yarn_factor=args.yarn_factor, device=args.device).validate()
+    messages = [{"role": "user", "content": args.prompt}]
+    model_messages(messages, args.system)  # bad input fails here, before any download or load
 
     def progress(fraction: float, message: str) -> None:
         if not args.json:
@@ -62,7 +65,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - started
     reply = Reply()
     section = None
-    for event in backend.stream_chat([{"role": "user", "content": args.prompt}], settings,
+    for event in backend.stream_chat(messages, settings,
                                      thinking=thinking, system_prompt=args.system):
         reply.add(event)
         if args.json or not isinstance(event, (ReasoningDelta, AnswerDelta)):

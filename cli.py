@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -107,9 +108,11 @@ def cmd_build_tiny(args: argparse.Namespace) -> int:
     import tinymodels
 
     started = time.perf_counter()
-    paths = tinymodels.build(tuple(args.formats) if args.formats else None, force=args.force) \
-        if args.formats else tinymodels.build(force=args.force)
-    print(json.dumps({k: str(v) for k, v in paths.items()} | {"seconds": round(time.perf_counter() - started, 1)}, indent=2))
+    formats = args.formats or sorted(tinymodels.FORMATS)  # default: every registered format
+    paths = tinymodels.build(formats, force=args.force,
+                             progress=lambda f, message: print(f"[{f:4.0%}] {message}", file=sys.stderr))
+    print(json.dumps({"paths": {k: str(v) for k, v in paths.items()},
+                      "seconds": round(time.perf_counter() - started, 1)}, indent=2))
     return 0
 
 
@@ -130,3 +133,6 @@ def quiet_libraries() -> None:
     if not os.environ.get("QWEN3_PLAYGROUND_VERBOSE"):
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # torchao (pulled in by gptqmodel) warns about CUDA-only kernels at import on CPU machines
+        for name in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)

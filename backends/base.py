@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 from core.catalog import ModelSpec
 from core.chat import Message, model_messages
 from core.errors import BackendError, PlaygroundError, PromptError
-from core.events import AnswerDelta, BackendItem, ChatEvent, GenerationStats, RawDelta, ReasoningDelta
+from core.events import (AnswerDelta, BackendItem, ChatEvent, GenerationStats, Perplexity, RawDelta,
+                         ReasoningDelta)
 from core.hub import ProgressFn
 from core.reasoning import ReasoningParser
 from core.settings import GenerationSettings
@@ -133,6 +134,14 @@ class Backend(ABC):
         the computation itself when it is set.
         """
 
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens ``text`` takes for this model (plain text, no special tokens); None if unknown."""
+        return None
+
+    def perplexity(self, text: str) -> Perplexity:
+        """Score ``text`` as plain text (no chat template): the number quantization users compare."""
+        raise PlaygroundError(f"the {self.name} backend cannot score text")
+
     def effective_thinking(self, thinking: bool) -> bool:
         """Models that always (or never) think ignore the hard switch."""
         mode = self.spec.thinking if self.spec else "hybrid"
@@ -162,6 +171,8 @@ class Backend(ABC):
                         yield item  # the backend's server already split them
                     elif isinstance(item, GenerationStats):
                         yield from parser.finalize()
+                        if item.reasoning_tokens is None:
+                            item.reasoning_tokens = self.count_tokens(parser.reasoning) if parser.reasoning else 0
                         yield item
                         return
                 raise BackendError(f"{self.name} backend ended without statistics")

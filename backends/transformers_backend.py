@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from backends.base import Backend, LoadOptions, ModelInfo, StopSignal, new_token_budget
+from backends.base import Backend, LoadOptions, ModelInfo, StopSignal, check_prompt_fits, new_token_budget
 from core.catalog import ModelSpec
 from core.chat import Message
-from core.errors import ModelLoadError, PlaygroundError
-from core.events import BackendItem
+from core.errors import ModelLoadError, PlaygroundError, PromptError
+from core.events import BackendItem, Perplexity
 from core.hub import ProgressFn, fetch_model
 from core.settings import GenerationSettings
 from core.yarn import ORIGINAL_CONTEXT, rope_parameters_with_yarn
@@ -140,6 +140,25 @@ class TransformersBackend(Backend):
             details={"architecture": (config.architectures or [type(self.model).__name__])[0],
                      "rope_theta": rope.get("rope_theta"), "load_s": round(self.load_s, 3)},
         )
+
+    # -- scoring ---------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int | None:
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def perplexity(self, text: str) -> Perplexity:
+        import math
+
+        import torch
+
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False,
+                             split_special_tokens=True)["input_ids"]
+        n = int(ids.shape[1])
+        if n < 2:
+            raise PromptError("the text to score needs at least two tokens")
+        check_prompt_fits(n, self.context_window + 1)
+        with self._generation_lock, torch.inference_mode():
+            loss = float(self.model(input_ids=ids.to(self.model.device), labels=ids.to(self.model.device)).loss)
+        return Perplexity(perplexity=math.exp(loss), tokens=n - 1, mean_nll=loss)
 
     # -- generating ------------------------------------------------------------------------
     def render_prompt(self, messages: list[Message], thinking: bool) -> str:

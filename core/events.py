@@ -33,6 +33,19 @@ class GenerationStats:
     total_s: float
     finish_reason: FinishReason
     cached_prompt_tokens: int = 0  # prompt tokens served from a reused KV cache
+    reasoning_tokens: int | None = None  # of completion_tokens, those spent reasoning (if countable)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    """How well a model predicts a text: exp(mean negative log-likelihood per token)."""
+
+    perplexity: float
+    tokens: int  # tokens scored (the first token has no prediction and is not counted)
+    mean_nll: float
 
     def to_dict(self) -> dict:
         return asdict(self)

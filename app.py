@@ -2,6 +2,7 @@
 
     python app.py                     start the web UI
     python app.py chat --prompt TEXT  one reply on the command line (--json for a JSON object)
+    python app.py compare --models A B --prompt TEXT   side by side (--json | --markdown)
     python app.py models              list the model catalog
     python app.py build-tiny          build the tiny offline demo models
 """
@@ -31,6 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_model_flags(chat)
     cli.add_chat_flags(chat)
     chat.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+
+    compare = sub.add_parser("compare", help="run one prompt on 1-4 models side by side and export the results")
+    compare.add_argument("--models", nargs="+", required=True, metavar="MODEL",
+                         help="catalog names, Hub repo ids or local paths; the first is the reference")
+    cli.add_model_flags(compare, single_model=False)
+    cli.add_chat_flags(compare)
+    compare.add_argument("--concurrent", action="store_true",
+                         help="run the models at the same time instead of one after another (fair timing)")
+    compare.add_argument("--perplexity", metavar="TEXT", default=None,
+                         help="also score this text (or a shipped one: tiny-script, encyclopedia, code, maths)")
+    out = compare.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    out.add_argument("--markdown", action="store_true", help="print the comparison as Markdown")
 
     models = sub.add_parser("models", help="list the model catalog and what is usable offline")
     models.add_argument("--json", action="store_true", help="print JSON")

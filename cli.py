@@ -12,9 +12,10 @@ from typing import Any
 from core.errors import PlaygroundError
 
 
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tiny-bf16",
-                        help="catalog name, Hub repo id or local path (folder or .gguf) [default: tiny-bf16]")
+def add_model_flags(parser: argparse.ArgumentParser, single_model: bool = True) -> None:
+    if single_model:
+        parser.add_argument("--model", default="tiny-bf16",
+                            help="catalog name, Hub repo id or local path (folder or .gguf) [default: tiny-bf16]")
     parser.add_argument("--backend", default=None,
                         help="force a backend (transformers, ...); default: inferred from the model")
     parser.add_argument("--yarn-factor", type=float, default=1.0,
@@ -89,6 +90,60 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from backends.base import LoadOptions
+    from backends.compare_runner import EntrySpec, collect, new_comparison, run_comparison
+    from core.chat import model_messages
+    from core.events import AnswerDelta, ReasoningDelta
+
+    if not 1 <= len(args.models) <= 4:
+        raise PlaygroundError("compare takes 1 to 4 models (--models A B C)")
+    quantized = any(EntrySpec(m, args.backend).resolve().quantized for m in args.models)
+    settings, thinking = resolve_settings(args, quantized)
+    model_messages([{"role": "user", "content": args.prompt}], args.system)  # fail fast on bad input
+    options = LoadOptions(yarn_factor=args.yarn_factor, device=args.device,
+                          base_url=getattr(args, "base_url", None),
+                          api_key=os.environ.get(getattr(args, "api_key_env", "OPENAI_API_KEY"))).validate()
+    entries = [EntrySpec(model, args.backend, options) for model in args.models]
+    comparison = new_comparison(entries, args.prompt, settings, thinking, args.system or "")
+
+    def show(event) -> None:
+        if args.json or args.markdown:
+            return
+        label = comparison.entries[event.index].label
+        if event.kind == "loaded":
+            print(f"\n=== {label} (loaded in {event.payload[1]:.2f}s) ===", flush=True)
+        elif event.kind == "event" and isinstance(event.payload, (ReasoningDelta, AnswerDelta)):
+            print(event.payload.text, end="", flush=True)
+        elif event.kind == "error":
+            print(f"\n=== {label}: error: {event.payload} ===", flush=True)
+
+    histories = comparison.start_turn(args.prompt)
+    collect(comparison, run_comparison(entries, histories, settings, thinking, system_prompt=args.system or "",
+                                       concurrent=args.concurrent), show)
+    if args.perplexity:
+        score_perplexity(comparison, entries, args.perplexity)
+    if args.json:
+        print(comparison.to_json())
+    else:
+        print(("" if args.markdown else "\n\n") + comparison.to_markdown())
+    return 0 if all(e.error is None for e in comparison.entries) else 1
+
+
+def score_perplexity(comparison: Any, entries: list[Any], text: str) -> None:
+    """Perplexity of ``text`` (or a shipped text's name) on every entry, into the comparison."""
+    from backends.compare_runner import load_fresh
+    from core.texts import scoring_text
+
+    body = scoring_text(text)
+    for entry, result in zip(entries, comparison.entries):
+        try:
+            with load_fresh(entry.resolve(), entry.options, None) as backend:
+                result.perplexity = backend.perplexity(body).to_dict()
+        except PlaygroundError as exc:
+            result.error = result.error or f"perplexity: {exc}"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from core.catalog import load_catalog
     from core.hub import available_offline
@@ -117,7 +172,7 @@ def cmd_build_tiny(args: argparse.Namespace) -> int:
 
 
 def run(command: str, args: argparse.Namespace) -> int:
-    handlers = {"chat": cmd_chat, "models": cmd_models, "build-tiny": cmd_build_tiny}
+    handlers = {"chat": cmd_chat, "compare": cmd_compare, "models": cmd_models, "build-tiny": cmd_build_tiny}
     try:
         return handlers[command](args)
     except PlaygroundError as exc:

@@ -1,0 +1,136 @@
+"""Run one prompt on several models, one after another (fair timing) or at the same time.
+
+Yields :class:`ColumnEvent` s tagged with the entry's index, so a UI can stream every column and
+a CLI can collect them. One entry failing (to load, or mid-stream) only ends that column.
+"""
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ContextManager
+
+from backends.base import Backend, LoadOptions
+from backends.registry import backend_class, create_backend
+from core.catalog import ModelSpec, resolve_model
+from core.compare import Comparison, EntryResult
+from core.errors import PlaygroundError
+from core.hub import ProgressFn
+from core.settings import GenerationSettings
+
+# (spec, options, progress) -> a context manager lending a loaded backend
+Acquire = Callable[[ModelSpec, LoadOptions, ProgressFn | None], ContextManager[Backend]]
+
+
+@dataclass(frozen=True)
+class EntrySpec:
+    """One column: a model reference, an optional backend override and its load options."""
+
+    model: str
+    backend: str | None = None
+    options: LoadOptions = LoadOptions()
+    label: str | None = None
+
+    def resolve(self) -> ModelSpec:
+        return resolve_model(self.model, self.backend)
+
+
+@dataclass(frozen=True)
+class ColumnEvent:
+    index: int
+    kind: str  # "loading" | "loaded" | "event" | "error" | "done"
+    payload: Any = None  # progress text | (info dict, load seconds) | ChatEvent | message | None
+
+
+@contextlib.contextmanager
+def load_fresh(spec: ModelSpec, options: LoadOptions, progress: ProgressFn | None) -> Iterator[Backend]:
+    """Acquire for one-off runs (CLI): load, lend, unload (so entries don't compete for memory)."""
+    backend = create_backend(spec.backend)
+    backend.load(spec, options, progress)
+    try:
+        yield backend
+    finally:
+        backend.unload()
+
+
+def new_comparison(entries: list[EntrySpec], prompt: str, settings: GenerationSettings, thinking: bool,
+                   system_prompt: str = "") -> Comparison:
+    comparison = Comparison(prompt=prompt, settings=settings.to_dict(), thinking=thinking, system_prompt=system_prompt)
+    for i, entry in enumerate(entries):
+        comparison.entries.append(EntryResult(label=entry.label or f"{i + 1}. {entry.model}", model=entry.model,
+                                              backend=entry.backend or "", yarn_factor=entry.options.yarn_factor))
+    return comparison
+
+
+def _run_entry(index: int, entry: EntrySpec, history: list[dict[str, str]], settings: GenerationSettings,
+               thinking: bool, system_prompt: str, acquire: Acquire, stop: threading.Event) -> Iterator[ColumnEvent]:
+    try:
+        spec = entry.resolve()
+        backend_class(spec.backend)  # import the library before the clock starts: load time is the model's
+        started = time.perf_counter()
+        progress_events: list[ColumnEvent] = []
+        with acquire(spec, entry.options, lambda f, m: progress_events.append(ColumnEvent(index, "loading", m))) as backend:
+            yield from progress_events
+            yield ColumnEvent(index, "loaded", (backend.describe().to_dict(), time.perf_counter() - started))
+            for event in backend.stream_chat(history, settings, thinking=thinking,
+                                             system_prompt=system_prompt or None, stop=stop):
+                yield ColumnEvent(index, "event", event)
+    except PlaygroundError as exc:
+        yield ColumnEvent(index, "error", str(exc))
+    except Exception as exc:  # one column's failure must not end the others
+        yield ColumnEvent(index, "error", f"{type(exc).__name__}: {exc}")
+    yield ColumnEvent(index, "done")
+
+
+def run_comparison(entries: list[EntrySpec], histories: list[list[dict[str, str]]], settings: GenerationSettings,
+                   thinking: bool, *, system_prompt: str = "", acquire: Acquire = load_fresh,
+                   concurrent: bool = False, stop: threading.Event | None = None) -> Iterator[ColumnEvent]:
+    """Stream every entry's reply to its own conversation (``histories[i]`` ends with the prompt)."""
+    stop = stop or threading.Event()
+    try:
+        if not concurrent:
+            for i, entry in enumerate(entries):
+                if stop.is_set():
+                    yield ColumnEvent(i, "error", "stopped before it started")
+                    yield ColumnEvent(i, "done")
+                    continue
+                yield from _run_entry(i, entry, histories[i], settings, thinking, system_prompt, acquire, stop)
+            return
+        events: queue.Queue[ColumnEvent] = queue.Queue()
+
+        def worker(i: int, entry: EntrySpec) -> None:
+            for event in _run_entry(i, entry, histories[i], settings, thinking, system_prompt, acquire, stop):
+                events.put(event)
+
+        threads = [threading.Thread(target=worker, args=(i, e), name=f"compare-{i}", daemon=True)
+                   for i, e in enumerate(entries)]
+        for thread in threads:
+            thread.start()
+        remaining = len(threads)
+        while remaining:
+            event = events.get()
+            remaining -= event.kind == "done"
+            yield event
+    finally:  # Stop, or the consumer went away: every column's generation ends
+        stop.set()
+
+
+def collect(comparison: Comparison, events: Iterator[ColumnEvent],
+            on_event: Callable[[ColumnEvent], None] | None = None) -> Comparison:
+    """Fold column events into ``comparison`` (its entries' replies, figures and errors)."""
+    for event in events:
+        entry = comparison.entries[event.index]
+        if event.kind == "loaded":
+            entry.info, entry.load_s = event.payload
+            entry.backend = entry.info["backend"]
+        elif event.kind == "event":
+            entry.add(event.payload)
+        elif event.kind == "error":
+            entry.error = event.payload
+        if on_event:
+            on_event(event)
+    return comparison
+

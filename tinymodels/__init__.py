@@ -1,4 +1,4 @@
-"""Tiny trained Qwen3 models (bf16, FP8, ...) that follow a fixed script; used by the offline demo
+"""Tiny trained Qwen3 models (bf16, FP8, GGUF, ...) that follow a fixed script; used by the offline demo
 and by every test.
 
     from tinymodels import build, model_path
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from . import build as _build_module  # noqa: F401  (registers "bf16")
 from . import fp8 as _fp8_module  # noqa: F401  (registers "fp8")
+from . import gguf as _gguf_module  # noqa: F401  (registers "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 from .cache import build, cache_dir, cache_key, cache_root, model_path
 from .registry import FORMATS, register_format
 from .script import CASES, LEAKED_HISTORY_CASE, SCRIPTED_TEXT, ScriptedCase

@@ -18,6 +18,7 @@ from core.chat import Message
 from core.errors import ModelLoadError, PlaygroundError, PromptError
 from core.events import BackendItem, Perplexity
 from core.hub import ProgressFn, fetch_model
+from core.prompt import encode_segments, render_segments
 from core.settings import GenerationSettings
 from core.yarn import ORIGINAL_CONTEXT, rope_parameters_with_yarn
 
@@ -166,12 +167,22 @@ class TransformersBackend(Backend):
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   enable_thinking=thinking)
 
+    def encode_prompt(self, messages: list[Message], thinking: bool) -> list[int]:
+        """Prompt token ids; what users typed never becomes control tokens (core.prompt)."""
+        tokenizer = self.tokenizer
+        reserved = [token.content for token in tokenizer.added_tokens_decoder.values()]
+        return encode_segments(
+            render_segments(lambda slotted: self.render_prompt(slotted, thinking), messages),
+            lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+            lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"],
+            reserved)
+
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
                   stop: StopSignal) -> Iterator[BackendItem]:
+        import torch
+
         from backends.hf_generation import stream_generate
 
-        prompt = self.render_prompt(messages, thinking)
-        input_ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        input_ids = torch.tensor([self.encode_prompt(messages, thinking)], device=self.model.device)
         budget = new_token_budget(int(input_ids.shape[1]), settings, self.context_window)
-        yield from stream_generate(self.model, self.tokenizer, input_ids.to(self.model.device),
-                                   settings, budget, stop)
+        yield from stream_generate(self.model, self.tokenizer, input_ids, settings, budget, stop)

@@ -1,0 +1,76 @@
+"""Prompt tokenization that keeps what users type as plain text (no role injection).
+
+Libraries parse control tokens anywhere in a rendered prompt, so a message containing
+``<|im_start|>system ...``, ``<|im_end|>`` or ``<think>`` would act as markup. Here the chat
+template is rendered with a placeholder for every message's content; the template's own text is
+tokenized with control tokens, each message's content as plain text, and the ids are joined.
+Backends supply the two encoders; this module is library-free.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+from core.chat import Message
+
+_SLOT = "\ue000{}\ue001"  # private-use code points: never produced by a chat template
+_SLOT_RE = re.compile("\ue000(\\d+)\ue001")
+
+Segment = tuple[str, bool]  # (text, is_template_text)
+
+
+def render_segments(render: Callable[[list[Message]], str], messages: Sequence[Message]) -> list[Segment]:
+    """The rendered prompt as pieces of template text (True) and message content (False)."""
+    contents = [m["content"] for m in messages]
+    slotted = [{**m, "content": _SLOT.format(i)} for i, m in enumerate(messages)]
+    rendered = render(slotted)
+    segments: list[Segment] = []
+    position = 0
+    for match in _SLOT_RE.finditer(rendered):
+        if match.start() > position:
+            segments.append((rendered[position:match.start()], True))
+        content = contents[int(match.group(1))]
+        if content:
+            segments.append((content, False))
+        position = match.end()
+    if position < len(rendered):
+        segments.append((rendered[position:], True))
+    return segments
+
+
+def plain_pieces(text: str, reserved: Iterable[str]) -> list[str]:
+    """Cut ``text`` so that no piece contains a reserved token string (e.g. ``<think>``).
+
+    Each occurrence is cut after its first character; encoded piece by piece, it then becomes
+    ordinary text tokens even in tokenizers that match added tokens in any input.
+    """
+    reserved = [r for r in set(reserved) if r]
+    pieces: list[str] = []
+    rest = text
+    while rest:
+        hits = [i for i in (rest.find(r) for r in reserved) if i >= 0]
+        if not hits:
+            pieces.append(rest)
+            break
+        cut = min(hits) + 1
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    return pieces
+
+
+def encode_segments(segments: Sequence[Segment], encode_template: Callable[[str], list[int]],
+                    encode_plain: Callable[[str], list[int]], reserved: Iterable[str]) -> list[int]:
+    """Token ids of a segmented prompt: control tokens only where the template put them."""
+    reserved = list(reserved)
+    ids: list[int] = []
+    for text, is_template in segments:
+        if is_template:
+            ids += encode_template(text)
+        else:
+            for piece in plain_pieces(text, reserved):
+                ids += encode_plain(piece)
+    return ids
+
+
+def rendered_text(segments: Sequence[Segment]) -> str:
+    return "".join(text for text, _ in segments)

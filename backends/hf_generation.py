@@ -70,6 +70,44 @@ class CountingStreamer(TextIteratorStreamer):
         super().put(value)
 
 
+class PrefixCache:
+    """The KV cache of the previous generation and the token ids it holds.
+
+    A chat's next turn starts with the previous turn's prompt, so that prefix need not be read
+    again: the cache is cropped to the longest common prefix and ``generate`` only processes the
+    rest (like llama.cpp's prompt-prefix reuse). Owned by one backend; used under its lock.
+    """
+
+    def __init__(self) -> None:
+        self.cache: Any = None
+        self.ids: list[int] = []
+
+    def take(self, model: Any, input_ids: list[int]) -> tuple[Any, int]:
+        """A cache holding the longest reusable prefix of ``input_ids``, and that prefix's length."""
+        from transformers import DynamicCache
+
+        common = 0
+        for a, b in zip(self.ids, input_ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(input_ids) - 1)  # generate needs at least one new token to read
+        if self.cache is None or common == 0:
+            self.cache, self.ids = DynamicCache(config=model.config), []
+            return self.cache, 0
+        held = self.cache.get_seq_length()
+        if held > common:
+            self.cache.crop(common - held)
+        self.ids = self.ids[:common]
+        return self.cache, common
+
+    def store(self, sequence: list[int]) -> None:
+        self.ids = sequence[: self.cache.get_seq_length()] if self.cache is not None else []
+
+    def clear(self) -> None:
+        self.cache, self.ids = None, []
+
+
 def sampling_config(base: GenerationConfig, settings: GenerationSettings, max_new_tokens: int,
                     eos_token_id: Any, pad_token_id: Any) -> GenerationConfig:
     """A copy of the model's generation config with every sampling value set explicitly.
@@ -93,7 +131,8 @@ def sampling_config(base: GenerationConfig, settings: GenerationSettings, max_ne
 
 
 def stream_generate(model: Any, tokenizer: Any, input_ids: torch.Tensor, settings: GenerationSettings,
-                    max_new_tokens: int, stop: StopSignal) -> Iterator[BackendItem]:
+                    max_new_tokens: int, stop: StopSignal,
+                    prefix_cache: PrefixCache | None = None) -> Iterator[BackendItem]:
     """Run ``generate`` in a worker thread; yield its text as it streams, then the stats.
 
     Closing this iterator does not leave ``generate`` running: the caller's stop signal is set
@@ -108,17 +147,22 @@ def stream_generate(model: Any, tokenizer: Any, input_ids: torch.Tensor, setting
     if settings.presence_penalty:
         processors.append(PresencePenaltyLogitsProcessor(settings.presence_penalty, prompt_tokens))
     failure: list[BaseException] = []
+    cache, reused = prefix_cache.take(model, input_ids[0].tolist()) if prefix_cache else (None, 0)
 
     def run() -> None:
         try:
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
             with torch.inference_mode():
-                model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                               generation_config=config, logits_processor=processors,
-                               stopping_criteria=StoppingCriteriaList([StopOnSignal(stop)]),
-                               streamer=streamer)
+                sequences = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                           generation_config=config, logits_processor=processors,
+                                           stopping_criteria=StoppingCriteriaList([StopOnSignal(stop)]),
+                                           streamer=streamer, past_key_values=cache)
+            if prefix_cache:
+                prefix_cache.store(sequences[0].tolist())
         except BaseException as exc:  # re-raised in the consumer's thread
+            if prefix_cache:
+                prefix_cache.clear()
             failure.append(exc)
             streamer.end()
 
@@ -142,4 +186,5 @@ def stream_generate(model: Any, tokenizer: Any, input_ids: torch.Tensor, setting
         tokens_per_s=(n - 1) / decode_s if n > 1 and decode_s > 0 else None,
         total_s=ended - started,
         finish_reason="cancelled" if stop.is_set() else ("length" if n >= max_new_tokens else "stop"),
+        cached_prompt_tokens=reused,
     )

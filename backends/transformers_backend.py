@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Backend, LoadOptions, ModelInfo, StopSignal, check_prompt_fits, new_token_budget
+from backends.hf_generation import PrefixCache
 from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import ModelLoadError, PlaygroundError, PromptError
@@ -53,6 +54,7 @@ class TransformersBackend(Backend):
         self._raw_config: dict[str, Any] = {}
         self._device = "cpu"
         self.load_s = 0.0
+        self._prefix_cache = PrefixCache()  # the previous turn's KV cache, reused by the next
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, spec: ModelSpec, options: LoadOptions = LoadOptions(),
@@ -96,6 +98,7 @@ class TransformersBackend(Backend):
         report(1.0, f"{spec.name} ready")
 
     def unload(self) -> None:
+        self._prefix_cache.clear()
         self.model = self.tokenizer = None
         self.spec = None
         import gc
@@ -185,4 +188,4 @@ class TransformersBackend(Backend):
 
         input_ids = torch.tensor([self.encode_prompt(messages, thinking)], device=self.model.device)
         budget = new_token_budget(int(input_ids.shape[1]), settings, self.context_window)
-        yield from stream_generate(self.model, self.tokenizer, input_ids, settings, budget, stop)
+        yield from stream_generate(self.model, self.tokenizer, input_ids, settings, budget, stop, self._prefix_cache)

@@ -197,3 +197,21 @@ def _tiny_dir():
     import tinymodels
 
     return tinymodels.model_path("bf16")
+
+
+def test_next_turn_reuses_the_previous_turns_kv_cache():
+    fresh = open_model("tiny-bf16")
+    first = chat(fresh, [{"role": "user", "content": "Name a fruit."}], thinking=True)
+    assert first.stats.cached_prompt_tokens == 0
+    history = [{"role": "user", "content": "Name a fruit."},
+               {"role": "assistant", "content": first.answer, "reasoning": first.reasoning},
+               {"role": "user", "content": "Another one?"}]
+    second = chat(fresh, history, thinking=True)
+    assert second.answer == "Banana."  # same reply as without the cache (the script)
+    # the whole first prompt (not its reasoning, which the history drops) came from the cache
+    first_prompt = len(fresh.encode_prompt(history[:1], thinking=True))
+    assert second.stats.cached_prompt_tokens >= first_prompt - 1
+    assert second.stats.prompt_tokens > second.stats.cached_prompt_tokens
+    # another conversation on the same model shares at most the template's first tokens
+    other = chat(fresh, scripted("another").messages, thinking=True)
+    assert other.answer == "The sky is blue." and other.stats.cached_prompt_tokens < 5

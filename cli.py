@@ -21,6 +21,28 @@ def add_model_flags(parser: argparse.ArgumentParser, single_model: bool = True) 
     parser.add_argument("--yarn-factor", type=float, default=1.0,
                         help="YaRN rope scaling factor, 1 (off) to 4; context = 32768 x factor")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N [default: auto]")
+    parser.add_argument("--base-url", default=None,
+                        help="remote backend: the OpenAI-compatible server, e.g. http://HOST:PORT/v1 "
+                             "(implies --backend remote)")
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                        help="remote backend: environment variable holding the API key "
+                             "[default: OPENAI_API_KEY]; the key itself is never printed")
+
+
+def remote_defaults(args: argparse.Namespace) -> None:
+    """``--base-url`` without ``--backend`` means the remote backend."""
+    if getattr(args, "base_url", None) and not getattr(args, "backend", None):
+        args.backend = "remote"
+
+
+def load_options(args: argparse.Namespace) -> Any:
+    """LoadOptions from the model flags (the API key read from ``--api-key-env``)."""
+    from backends.base import LoadOptions
+
+    return LoadOptions(yarn_factor=args.yarn_factor, device=args.device,
+                       base_url=getattr(args, "base_url", None),
+                       api_key=os.environ.get(getattr(args, "api_key_env", None) or "OPENAI_API_KEY") or None
+                       ).validate()
 
 
 def add_chat_flags(parser: argparse.ArgumentParser) -> None:
@@ -46,15 +68,15 @@ def resolve_settings(args: argparse.Namespace, quantized: bool) -> tuple[Any, bo
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from backends.base import LoadOptions
     from backends.loader import open_model
     from core.catalog import resolve_model
     from core.chat import model_messages
     from core.events import AnswerDelta, ReasoningDelta, Reply
 
+    remote_defaults(args)
     spec = resolve_model(args.model, args.backend)
     settings, thinking = resolve_settings(args, spec.quantized)
-    options = LoadOptions(yarn_factor=args.yarn_factor, device=args.device).validate()
+    options = load_options(args)
     messages = [{"role": "user", "content": args.prompt}]
     model_messages(messages, args.system)  # bad input fails here, before any download or load
 

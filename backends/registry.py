@@ -12,6 +12,8 @@ from core.errors import PlaygroundError
 
 _LAZY: dict[str, str] = {
     "transformers": "backends.transformers_backend:TransformersBackend",
+    "llama.cpp": "backends.llama_cpp_backend:LlamaCppBackend",
+    "remote": "backends.remote_backend:RemoteBackend",
 }
 _LOADED: dict[str, type[Backend]] = {}
 

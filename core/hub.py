@@ -45,12 +45,64 @@ def _hub_error(spec: ModelSpec, exc: Exception) -> ModelNotFound:
     return ModelNotFound(f"could not download {spec.source}: {exc}")
 
 
+def _cached_repo_files(repo_id: str) -> list[str]:
+    """File names of ``repo_id`` found in the local HF cache's snapshots (offline listing)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    snapshots = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    if not snapshots.is_dir():
+        return []
+    return sorted({p.relative_to(snap).as_posix() for snap in snapshots.iterdir() if snap.is_dir()
+                   for p in snap.rglob("*") if p.is_file() or p.is_symlink()})
+
+
+def repo_files(repo_id: str) -> list[str]:
+    """The repo's file names: from the Hub if reachable, else from the local cache."""
+    try:
+        from huggingface_hub import HfApi
+
+        return list(HfApi().list_repo_files(repo_id))
+    except Exception:  # offline, gated, missing: the cache may still know the files
+        return _cached_repo_files(repo_id)
+
+
+def match_filename(wanted: str, files: list[str]) -> str | None:
+    """``wanted`` as spelled in ``files``: exact match first, then ignoring case.
+
+    Qwen's GGUF file names differ in case between documents and repos (``Q4_K_M`` vs ``q4_k_m``).
+    """
+    if wanted in files:
+        return wanted
+    folded = [f for f in files if f.casefold() == wanted.casefold()]
+    return folded[0] if folded else None
+
+
+def resolve_repo_filename(spec: ModelSpec) -> str:
+    """The real name of ``spec.filename`` in its Hub repo (case-insensitive match).
+
+    If the repo's files cannot be listed at all, the name is returned unchanged (the download
+    then reports the real problem); if they can and none matches, :class:`ModelNotFound` lists
+    the repo's model files.
+    """
+    assert spec.filename
+    files = repo_files(spec.source)
+    if not files:
+        return spec.filename
+    found = match_filename(spec.filename, files)
+    if found is None:
+        models = [f for f in files if f.lower().endswith((".gguf", ".safetensors"))] or files
+        raise ModelNotFound(f"{spec.source} has no file {spec.filename!r}; it has: {', '.join(models[:20])}")
+    return found
+
+
 def fetch_model(spec: ModelSpec, progress: ProgressFn | None = None) -> Path:
     """Local path of the model's files (a folder, or a file for GGUF), downloading if needed."""
     if spec.is_tiny:
         import tinymodels
 
-        return tinymodels.model_path(spec.source[len(TINY_PREFIX):], progress=progress)
+        path = tinymodels.model_path(spec.source[len(TINY_PREFIX):], progress=progress)
+        ggufs = sorted(path.glob("*.gguf"))
+        return ggufs[0] if len(ggufs) == 1 else path  # a tiny GGUF format: its one file
     path = Path(spec.source).expanduser()
     if path.exists():
         return path
@@ -59,8 +111,11 @@ def fetch_model(spec: ModelSpec, progress: ProgressFn | None = None) -> Path:
     tqdm_class = _tqdm_reporting(progress, f"Downloading {spec.source}")
     try:
         if spec.filename:
-            return Path(hf_hub_download(spec.source, spec.filename, tqdm_class=tqdm_class))
+            filename = resolve_repo_filename(spec)
+            return Path(hf_hub_download(spec.source, filename, tqdm_class=tqdm_class))
         return Path(snapshot_download(spec.source, tqdm_class=tqdm_class))
+    except ModelNotFound:
+        raise
     except Exception as exc:  # network, auth, missing repo: one clear message
         raise _hub_error(spec, exc) from exc
 
@@ -76,4 +131,6 @@ def available_offline(spec: ModelSpec) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     wanted = spec.filename or "config.json"
+    if spec.filename:  # the cached spelling may differ in case
+        wanted = match_filename(spec.filename, _cached_repo_files(spec.source)) or spec.filename
     return isinstance(try_to_load_from_cache(spec.source, wanted), str)

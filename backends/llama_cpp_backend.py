@@ -8,8 +8,10 @@
   (the f16 KV cache, estimated from the GGUF header, stays under half of the available RAM).
 - **Prompt**: rendered with the GGUF's own chat template (``tokenizer.chat_template``, Jinja2,
   with ``enable_thinking``) or the project's Qwen3 template when the file has none, then
-  tokenized and generated token by token with our sampling (llama-cpp-python's defaults are not
-  Qwen's); Stop is checked at every token and ends llama.cpp's loop.
+  tokenized with control tokens parsed only in the template's own text (what users type stays
+  plain text: ``core.prompt``), and generated token by token with our sampling
+  (llama-cpp-python's defaults are not Qwen's); Stop is checked at every token and ends
+  llama.cpp's loop.
 - **KV cache reuse**: the same ``Llama`` object keeps the previous prompt + reply in its KV cache;
   llama-cpp-python re-evaluates only the part of the new prompt after the longest common prefix.
   In a chat that is the whole history up to the last reply; ``cached_prompt_tokens`` reports it.
@@ -35,6 +37,7 @@ from core.chat import Message
 from core.errors import ModelLoadError, ModelNotFound, PlaygroundError, PromptError
 from core.events import BackendItem, GenerationStats, Perplexity, RawDelta
 from core.hub import ProgressFn, fetch_model, repo_files
+from core.prompt import encode_segments, plain_pieces, render_segments
 from core.settings import GenerationSettings
 from core.yarn import ORIGINAL_CONTEXT, context_window, validate_factor
 
@@ -143,6 +146,7 @@ class LlamaCppBackend(Backend):
         self.template: str = ""
         self._template_source = ""
         self._formatter: Any = None
+        self._reserved: list[str] = []  # control / user-defined token texts (<|im_end|>, <think>...)
         self._context_note: str | None = None
         self._gpu_layers = 0
         self.load_s = 0.0
@@ -195,6 +199,9 @@ class LlamaCppBackend(Backend):
         self.unload()
         self.llm, self.path, self.header = llm, path, header
         self.template, self._template_source, self._formatter = template, source, formatter
+        markup = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        self._reserved = [model.token_get_text(t) for t in range(model.n_vocab())
+                          if model.token_get_attr(t) & markup and model.token_get_text(t)]
         self._context_note, self._gpu_layers = note, gpu_layers
         self.spec, self.options = spec, options
         self.load_s = time.perf_counter() - started
@@ -271,8 +278,15 @@ class LlamaCppBackend(Backend):
 
     # -- scoring ---------------------------------------------------------------------------
     def _plain_tokens(self, text: str) -> list[int]:
-        # Plain text: special-token spellings in it stay ordinary text (split_special_tokens).
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        """Plain text: special-token spellings in it stay ordinary text (split_special_tokens).
+
+        llama.cpp matches user-defined tokens (``<think>``) even without ``special``, so the text
+        is first cut inside every reserved spelling (``core.prompt.plain_pieces``).
+        """
+        ids: list[int] = []
+        for piece in plain_pieces(text, self._reserved):
+            ids += self.llm.tokenize(piece.encode("utf-8"), add_bos=False, special=False)
+        return ids
 
     def count_tokens(self, text: str) -> int | None:
         return len(self._plain_tokens(text)) if self.llm is not None else None
@@ -327,8 +341,14 @@ class LlamaCppBackend(Backend):
             raise PromptError(f"the model's chat template failed on this conversation: {exc}") from exc
 
     def tokenize(self, text: str) -> list[int]:
-        # The template already wrote any BOS it wants: add none (as llama-cpp-python's chat path).
+        """Template text: control tokens parsed. The template already wrote any BOS it wants."""
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def encode_prompt(self, messages: list[Message], thinking: bool) -> list[int]:
+        """Prompt ids with markup only where the template put it (no role injection)."""
+        return encode_segments(
+            render_segments(lambda slotted: self.render_prompt(slotted, thinking), messages),
+            self.tokenize, self._plain_tokens, self._reserved)
 
     def reusable_prefix(self, tokens: list[int]) -> int:
         """Prompt tokens llama-cpp-python will take from the KV cache (its own rule in ``generate``)."""
@@ -352,8 +372,7 @@ class LlamaCppBackend(Backend):
                   stop: StopSignal) -> Iterator[BackendItem]:
         llm = self.llm
         started = time.perf_counter()
-        prompt = self.render_prompt(messages, thinking)
-        tokens = self.tokenize(prompt)
+        tokens = self.encode_prompt(messages, thinking)
         budget = new_token_budget(len(tokens), settings, self.context_window)
         cached = self.reusable_prefix(tokens)
         llm.set_seed(settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31))

@@ -194,6 +194,61 @@ def test_two_clients_have_separate_sessions(ui_server):
     assert answers(history_a) == [ADD_ANSWER] and answers(history_b) == [SKY_ANSWER]
 
 
+# -- start-up and small pieces ---------------------------------------------------------------
+def test_nothing_cached_starts_on_the_tiny_model_and_says_so(monkeypatch):
+    import ui.context
+    from core.catalog import load_catalog
+
+    monkeypatch.setattr(ui.context, "available_offline", lambda spec: spec.is_tiny)
+    start = ui.context.choose_start_model(None, load_catalog())
+    assert start.ref == "tiny-bf16"
+    assert "tiny demo model" in start.note and "cache" in start.note
+    assert ui.context.choose_start_model("qwen3-4b", load_catalog()).ref == "qwen3-4b"
+
+
+def test_a_bad_start_model_falls_back_to_the_tiny_model():
+    from ui.context import StartModel
+    from ui.launch import preload
+
+    pool = ModelPool(factory=lambda name: FakeBackend())
+    logged: list[str] = []
+    start = preload(pool, StartModel("/no/such/model"), logged.append)
+    assert start.ref == "tiny-bf16" and "/no/such/model" in start.note and "tiny demo model" in start.note
+    assert any("could not load /no/such/model" in line for line in logged)
+
+
+def test_yarn_readout_and_recommendation():
+    from core.yarn import STATIC_YARN_WARNING
+    from ui.settings_panel import recommendation_text, yarn_readout
+
+    assert "32,768" in yarn_readout(1.0) and STATIC_YARN_WARNING not in yarn_readout(1.0)
+    assert "65,536" in yarn_readout(2.0) and STATIC_YARN_WARNING in yarn_readout(2.0)
+    assert "reloads the model" in yarn_readout(2.0)
+    assert "**2**" in recommendation_text(65536) and "**4**" in recommendation_text(131072)
+    assert "off" in recommendation_text(1000) and "at most" in recommendation_text(200000)
+
+
+def test_stop_closes_a_pending_reasoning_panel():
+    from ui.chat_tab import stopped
+    from ui.formatting import thought_message, user_message
+
+    history = [user_message("hi"), thought_message("half a thou")]
+    after = stopped(history)
+    assert after[1]["metadata"]["status"] == "done" and after[1]["content"] == "half a thou"
+
+
+def test_the_ui_imports_no_model_library():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ui.blocks import build_app; import ui.launch; build_app(start_model='tiny-bf16'); "
+            "bad = [m for m in ('torch', 'transformers', 'llama_cpp', 'gptqmodel') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 # -- ModelPool (no model library: a scripted fake backend) -----------------------------------
 class FakeBackend(Backend):
     name = "fake"

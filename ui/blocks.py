@@ -2,7 +2,7 @@
 
 API endpoints (``gradio_client``):
 - ``/chat`` (streaming): message, history, system_prompt, thinking, temperature, top_p, top_k,
-  min_p, presence_penalty, max_new_tokens, seed, model, yarn_factor -> history
+  min_p, presence_penalty, max_new_tokens, seed, model, yarn_factor -> history (JSON messages)
 - ``/regenerate`` (streaming): the same without message -> history
 - ``/load_model``: model, yarn_factor -> (model, yarn_factor, status, info); a failed load
   returns the session's previous model and the reason in status
@@ -40,7 +40,7 @@ def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
     try:
         start_spec = ctx.resolve(start.ref)
     except PlaygroundError as exc:  # a bad --model: say why, start on the tiny model
-        ctx.start = start = StartModel(TINY_MODEL, TINY_NOTE.format(reason=f"`{start.ref}` is unusable: {exc}."))
+        ctx.start = start = StartModel(TINY_MODEL, TINY_NOTE.format(name=TINY_MODEL, reason=f"`{start.ref}` is unusable: {exc}."))
         start_spec = ctx.resolve(TINY_MODEL)
     start_thinking = {"always": True, "never": False}.get(start_spec.thinking, True)
 
@@ -59,23 +59,27 @@ def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
 
 
 def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
-    chat_fn, regenerate_fn = make_chat_handlers(ctx)
+    chat_api, regenerate_api, submit_fn, respond_fn, regenerate_fn = make_chat_handlers(ctx)
     load_model = make_load_model(ctx)
     apply_defaults = make_apply_model_defaults(ctx, _preset_label)
     generation_inputs = [settings.system_prompt, settings.thinking, *settings.sliders, models.model,
                          models.yarn_factor]
 
-    # chat: Enter and Send run the same streaming handler; the textbox clears at once
-    submitted = chat.message.submit(chat_fn, [chat.message, chat.chatbot, *generation_inputs], [chat.chatbot],
-                                    api_name="chat", show_progress="minimal")
-    sent = chat.send.click(chat_fn, [chat.message, chat.chatbot, *generation_inputs], [chat.chatbot],
-                           api_visibility="private", show_progress="minimal")
+    # chat (UI): Enter / Send move the message into the chat at once, then the reply streams.
+    # (Gradio's frontend runs a trigger's events one after another, hence one chain, not two events.)
+    replies = []
     for trigger in (chat.message.submit, chat.send.click):
-        trigger(lambda: "", None, [chat.message], queue=False, api_visibility="private", show_progress="hidden")
-    regenerated = chat.regenerate.click(regenerate_fn, [chat.chatbot, *generation_inputs], [chat.chatbot],
-                                        api_name="regenerate", show_progress="minimal")
-    chat.stop.click(stopped, [chat.chatbot], [chat.chatbot], cancels=[submitted, sent, regenerated],
-                    queue=False, api_visibility="private", show_progress="hidden")
+        replies.append(trigger(submit_fn, [chat.message, chat.chatbot], [chat.message, chat.chatbot], queue=False,
+                               api_visibility="private", show_progress="hidden").then(
+            respond_fn, [chat.chatbot, *generation_inputs], [chat.chatbot], api_visibility="private",
+            show_progress="minimal"))
+    replies.append(chat.regenerate.click(regenerate_fn, [chat.chatbot, *generation_inputs], [chat.chatbot],
+                                         api_visibility="private", show_progress="minimal"))
+    chat.stop.click(stopped, [chat.chatbot], [chat.chatbot], cancels=replies, queue=False,
+                    api_visibility="private", show_progress="hidden")
+    # chat (API): the same replies, stateless, with plain JSON messages
+    gr.api(chat_api, api_name="chat")
+    gr.api(regenerate_api, api_name="regenerate")
     chat.clear.click(clear, None, [chat.chatbot, chat.message], queue=False, api_visibility="private",
                      show_progress="hidden")
 
@@ -83,12 +87,11 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
     load_outputs = [models.model, models.yarn_factor, models.current, models.status, models.info]
     defaults_outputs = [models.applied, settings.thinking, settings.preset, *settings.sliders, settings.preset_note]
     models.choice.input(lambda: "", None, [models.custom], queue=False, api_visibility="private")
-    for trigger in (models.load_button.click, models.custom.submit):
+    for trigger, visibility in ((models.load_button.click, "public"), (models.custom.submit, "private")):
         trigger(pick_requested, [models.choice, models.custom], [models.requested], queue=False,
                 api_visibility="private").then(
             load_model, [models.requested, settings.yarn, models.current], load_outputs,
-            api_name="load_model" if trigger == models.load_button.click else False,
-            api_visibility="public" if trigger == models.load_button.click else "private",
+            api_name="load_model" if visibility == "public" else None, api_visibility=visibility,
             show_progress_on=[models.status]).then(
             apply_defaults, [models.model, settings.thinking, models.applied], defaults_outputs,
             api_visibility="private", show_progress="hidden")

@@ -112,43 +112,81 @@ def _summary(backend: Any) -> str:
 
 
 def make_chat_handlers(ctx: AppContext):
-    def chat(message: str, history: History, system_prompt: str = "", thinking: bool = True,
+    """(chat, regenerate) for the API (typed, for ``gr.api``), (submit, respond, regenerate_ui) for the UI."""
+
+    def answer(history: History, system_prompt: str, thinking: bool, values: tuple[Any, ...], model: str,
+               yarn_factor: float, progress: Any = None) -> Iterator[History]:
+        """Answer the user message that ends ``history``; a history ending otherwise is left as is."""
+        history = list(history or [])
+        if not history or _role(history[-1]) != "user":
+            yield history
+            return
+        yield from stream_reply(ctx, history, system_prompt, thinking, values, model, yarn_factor, progress)
+
+    # -- the API: stateless, the session's model is a parameter ----------------------------
+    def chat(message: str, history: list[dict] | None = None, system_prompt: str = "", thinking: bool = True,
              temperature: float = 0.6, top_p: float = 0.95, top_k: int = 20, min_p: float = 0.0,
              presence_penalty: float = 0.0, max_new_tokens: int = 32768, seed: int = -1,
-             model: str = "tiny-bf16", yarn_factor: float = 1.0,
-             progress=gr.Progress()) -> Iterator[History]:
-        """Send ``message`` after ``history``; streams the updated history.
+             model: str = "tiny-bf16", yarn_factor: float = 1.0) -> Iterator[list[dict]]:
+        """Send `message` after `history` (OpenAI-style messages); streams the updated history.
 
-        The reply comes as a thought message (reasoning, metadata.title "Thinking…" then
-        "Thought for N s") when thinking, the answer message, then a stats note (metadata.title
-        holding the token counts and speeds). seed -1 = random.
+        A reply is a thought message (the reasoning; metadata.title "Thinking…" while it streams,
+        then "Thought for N s" with metadata.duration) when thinking, the answer message, then a
+        stats note (metadata.title: prompt / completion tokens, time to first token, tokens/s).
+        Messages with a metadata.title are never sent back to the model. seed -1 = random.
         """
-        history = list(history or [])
         text = content_text(message)
         if not text.strip():
             gr.Warning("Type a message first.")
-            yield history
+            yield list(history or [])
             return
-        history.append(user_message(text))
+        history = [*(history or []), user_message(text)]
         yield history
         values = (temperature, top_p, top_k, min_p, presence_penalty, max_new_tokens, seed)
-        yield from stream_reply(ctx, history, system_prompt, thinking, values, model, yarn_factor, progress)
+        yield from answer(history, system_prompt, thinking, values, model, yarn_factor)
 
-    def regenerate(history: History, system_prompt: str = "", thinking: bool = True,
+    def regenerate(history: list[dict], system_prompt: str = "", thinking: bool = True,
                    temperature: float = 0.6, top_p: float = 0.95, top_k: int = 20, min_p: float = 0.0,
                    presence_penalty: float = 0.0, max_new_tokens: int = 32768, seed: int = -1,
-                   model: str = "tiny-bf16", yarn_factor: float = 1.0,
-                   progress=gr.Progress()) -> Iterator[History]:
-        """Drop the last reply and answer the last user message again."""
+                   model: str = "tiny-bf16", yarn_factor: float = 1.0) -> Iterator[list[dict]]:
+        """Drop the last reply and answer the last user message again (streams the history)."""
         before, last = split_last_turn(history)
         if last is None:
             gr.Warning("Nothing to regenerate yet.")
             yield list(history or [])
             return
-        yield from chat(content_text(last), before, system_prompt, thinking, temperature, top_p, top_k,
-                        min_p, presence_penalty, max_new_tokens, seed, model, yarn_factor, progress)
+        values = (temperature, top_p, top_k, min_p, presence_penalty, max_new_tokens, seed)
+        yield from answer([*before, user_message(content_text(last))], system_prompt, thinking, values, model,
+                          yarn_factor)
 
-    return chat, regenerate
+    # -- the UI: the message moves into the chat at once, then the reply streams -----------
+    def submit(message: str, history: History) -> tuple[str, History]:
+        text = content_text(message)
+        if not text.strip():
+            return message, list(history or [])
+        return "", [*(history or []), user_message(text)]
+
+    def respond(history: History, system_prompt: str, thinking: bool, *rest: Any,
+                progress=gr.Progress()) -> Iterator[History]:
+        *values, model, yarn_factor = rest
+        yield from answer(history, system_prompt, thinking, tuple(values), model, yarn_factor, progress)
+
+    def regenerate_ui(history: History, system_prompt: str, thinking: bool, *rest: Any,
+                      progress=gr.Progress()) -> Iterator[History]:
+        before, last = split_last_turn(history)
+        if last is None:
+            gr.Warning("Nothing to regenerate yet.")
+            yield list(history or [])
+            return
+        *values, model, yarn_factor = rest
+        yield from answer([*before, user_message(content_text(last))], system_prompt, thinking, tuple(values),
+                          model, yarn_factor, progress)
+
+    return chat, regenerate, submit, respond, regenerate_ui
+
+
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
 
 
 def stopped(history: History) -> History:

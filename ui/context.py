@@ -15,7 +15,7 @@ from core.presets import Preset, load_presets
 
 TINY_MODEL = "tiny-bf16"
 TINY_NOTE = (
-    "Starting on the **tiny demo model** (`tiny-bf16`, about a million parameters, built on this "
+    "Starting on the **tiny demo model** (`{name}`, about a million parameters, built on this "
     "machine): it only knows a short script, e.g. *What is 2+3?*. {reason} "
     "Pick a real Qwen3 model under **Model** once it can be downloaded."
 )
@@ -36,6 +36,8 @@ def choose_start_model(requested: str | None, catalog: list[ModelSpec]) -> Start
     - nothing cached (e.g. no network on a fresh machine): the tiny demo model, said plainly.
     """
     if requested:
+        if requested in {spec.name for spec in catalog if spec.is_tiny}:
+            return StartModel(requested, TINY_NOTE.format(name=requested, reason="It was asked for (`--model`)."))
         return StartModel(requested)
     for spec in catalog:
         if not spec.is_tiny and spec.backend != "remote":
@@ -45,7 +47,7 @@ def choose_start_model(requested: str | None, catalog: list[ModelSpec]) -> Start
             except Exception:  # a broken cache entry must not stop the app from starting
                 continue
     return StartModel(TINY_MODEL, TINY_NOTE.format(
-        reason="No Qwen3 model is in the local Hugging Face cache and none was asked for "
+        name=TINY_MODEL, reason="No Qwen3 model is in the local Hugging Face cache and none was asked for "
                "(`--model`), so nothing has to be downloaded."))
 
 

@@ -1,0 +1,175 @@
+"""The playground in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+Never ``playwright install``: install the browser with ``apt-get install -y chromium``. Every
+request that does not go to 127.0.0.1 is aborted and fails the test: the page must work offline.
+A screenshot of each stage goes to ``artifacts/`` (gitignored).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+import threading
+
+from tinymodels.script import ADD_ANSWER, ADD_Q, ADD_REASONING, ENDLESS_Q
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # gitignored
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="real-browser tests need Debian's Chromium at /usr/bin/chromium: apt-get install -y chromium "
+           "(never `playwright install`)",
+)
+
+
+@pytest.fixture()
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def offline_context(browser, outside: list[str]):
+    """A browser context in which anything not served by 127.0.0.1 is aborted and recorded."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+
+    def guard(route):
+        url = route.request.url
+        if url.startswith(("data:", "blob:")) or urlparse(url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    context.route("**/*", guard)
+    return context
+
+
+@pytest.fixture()
+def slow_tiny_model(ui_server, monkeypatch):
+    """Slow the tiny model down (it writes its whole reasoning in milliseconds) so the pending
+    reasoning panel stays on screen long enough to be seen."""
+    from backends.base import LoadOptions
+    from core.catalog import resolve_model
+
+    backend = ui_server.pool.get(resolve_model("tiny-bf16"), LoadOptions())
+    generate = backend._generate
+
+    def slowly(*args, **kwargs):
+        items = generate(*args, **kwargs)
+        try:
+            for item in items:
+                time.sleep(0.15)
+                yield item
+        finally:
+            items.close()
+
+    monkeypatch.setattr(backend, "_generate", slowly)
+    return backend
+
+
+def test_chat_reasoning_panel_thinking_toggle_offline(browser, ui_server, slow_tiny_model):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    outside: list[str] = []
+    context = offline_context(browser, outside)
+    page = context.new_page()
+    page.goto(ui_server.url)
+    expect(page.locator("#model-info")).to_contain_text("tiny-bf16 · transformers", timeout=30000)
+    expect(page.locator("#model-status")).to_contain_text("tiny demo model")
+
+    # send a message: the reasoning panel opens with a spinner, then collapses with a duration
+    page.locator("#message textarea").fill(ADD_Q)
+    page.locator("#message textarea").press("Enter")
+    expect(page.locator("#message textarea")).to_have_value("", timeout=3000)  # moved into the chat at once
+    expect(page.locator("#chatbot")).to_contain_text(ADD_Q)
+    thought = page.locator("#chatbot .thought-group").first
+    expect(thought.locator(".loading-spinner")).to_be_visible(timeout=15000)
+    expect(thought.locator(".title")).to_contain_text("Thinking")
+    expect(thought.locator(".title")).to_have_class(lambda_class("expanded"))
+    page.screenshot(path=str(ARTIFACTS / "browser-1-thinking.png"))
+
+    expect(thought.locator(".duration")).to_be_visible(timeout=20000)
+    expect(thought.locator(".title")).to_contain_text("Thought for")
+    expect(thought.locator(".loading-spinner")).to_have_count(0)
+    expect(thought.locator(".title")).not_to_have_class(lambda_class("expanded"))
+    chat = page.locator("#chatbot")
+    expect(chat).to_contain_text(ADD_ANSWER, timeout=20000)
+    expect(chat).to_contain_text("tokens/s", timeout=20000)  # the stats note under the reply
+    expect(chat).not_to_contain_text(ADD_REASONING)  # collapsed: the body is gone
+    thought.locator(".title").click()  # open it again: the reasoning is kept
+    expect(thought).to_contain_text(ADD_REASONING)
+    expect(page.locator("#message textarea")).to_have_value("")
+    page.screenshot(path=str(ARTIFACTS / "browser-2-answer.png"), full_page=True)
+
+    # flip Thinking: the preset switches to the non-thinking card values
+    temperature = page.locator("#temperature input[type=number]")
+    top_p = page.locator("#top_p input[type=number]")
+    expect(temperature).to_have_value("0.6")
+    expect(top_p).to_have_value("0.95")
+    page.locator("#thinking-toggle input[type=checkbox]").uncheck()
+    expect(temperature).to_have_value("0.7", timeout=10000)
+    expect(top_p).to_have_value("0.8")
+    expect(page.locator("#preset input")).to_have_value("non-thinking")
+    expect(page.locator("#preset-note")).not_to_contain_text("customised")
+
+    # Clear, then Stop: the endless prompt streams until Stop; the server-side generation ends too
+    page.locator("#clear").click()
+    expect(chat).not_to_contain_text(ADD_ANSWER)
+    page.locator("#message textarea").fill(ENDLESS_Q)
+    page.locator("#message textarea").press("Enter")
+    reply = chat.locator("[data-testid=bot]").last
+    expect(reply).to_contain_text("la la la", timeout=15000)
+    assert generating(), "the endless reply should be generating"
+    page.locator("#stop").click()
+    deadline = time.monotonic() + 5
+    while generating() and time.monotonic() < deadline:
+        page.wait_for_timeout(50)  # not time.sleep: the request router runs inside Playwright calls
+    assert not generating(), "generate kept running after Stop"
+    assert not slow_tiny_model._generation_lock.locked()
+    expect(reply).to_contain_text("la la la")  # what was streamed stays
+
+    # changing a slider marks the preset as customised
+    temperature.fill("0.9")
+    temperature.press("Enter")
+    expect(page.locator("#preset-note")).to_contain_text("customised", timeout=10000)
+    page.screenshot(path=str(ARTIFACTS / "browser-3-non-thinking.png"), full_page=True)
+
+    # load another model by name: progress in the status, then its info line and quantized preset
+    page.locator("#model-custom textarea, #model-custom input").first.fill("tiny-fp8")
+    page.locator("#model-custom textarea, #model-custom input").first.press("Enter")
+    expect(page.locator("#model-status")).to_contain_text("tiny-fp8 ready", timeout=30000)
+    expect(page.locator("#model-info")).to_contain_text("fp8", timeout=10000)
+    expect(page.locator("#preset input")).to_have_value("non-thinking-quantized", timeout=10000)
+    expect(page.locator("#presence_penalty input[type=number]")).to_have_value("1.5")
+
+    # another browser session has its own, empty chat
+    other = offline_context(browser, outside).new_page()
+    other.goto(ui_server.url)
+    expect(other.locator("#model-info")).to_contain_text("tiny-bf16", timeout=30000)
+    expect(other.locator("#chatbot")).not_to_contain_text(ADD_ANSWER)
+    expect(other.locator("#temperature input[type=number]")).to_have_value("0.6")
+
+    assert outside == [], f"the page tried to reach outside 127.0.0.1: {outside}"
+
+
+def generating() -> bool:
+    return any(t.name == "generate" and t.is_alive() for t in threading.enumerate())
+
+
+def lambda_class(name: str):
+    """A regex matching a class attribute that contains ``name`` as a whole word."""
+    import re
+
+    return re.compile(rf"(^|\s){re.escape(name)}(\s|$)")

@@ -1,0 +1,346 @@
+"""Remote backend: an OpenAI-compatible server (vLLM, SGLang, llama-server, llama_cpp.server).
+
+The model runs in a serving engine; the playground is its client (the ``openai`` package).
+
+- Settings: base URL (``LoadOptions.base_url``), API key (``LoadOptions.api_key``: never shown
+  back, logged or put in an error message), model name (``spec.source``, as the server knows it).
+- ``enable_thinking`` travels as ``extra_body={"chat_template_kwargs": {...}}`` (vLLM and SGLang
+  honour it per request; llama_cpp.server ignores it: only its start-up flag
+  ``--chat_template_kwargs`` counts), ``top_k`` and ``min_p`` as extra body fields, and
+  temperature, top_p, presence_penalty, seed, max_tokens as standard parameters.
+- Reasoning: servers started with a reasoning parser send it as ``reasoning_content`` (or
+  ``reasoning``) deltas, passed on as reasoning; otherwise the ``<think>`` block arrives inside
+  the content and the shared parser (``core.reasoning``) splits it.
+- Errors (connection refused, timeouts, 401/4xx/5xx, a stream cut mid-reply) become one clear
+  :class:`BackendError`; what was already streamed stays with the caller.  Stop closes the HTTP
+  stream, which makes the server abort the request.
+- YaRN is a server-side setting: :func:`core.server_flags.server_flags` gives the flags to start
+  the server with; ``describe`` lists them when a factor is chosen.
+- ``describe().context_window`` is the server's ``max_model_len`` when its ``/models`` says
+  (vLLM, SGLang), else 0 meaning unknown.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from backends.base import Backend, LoadOptions, ModelInfo, StopSignal
+from core.catalog import ModelSpec
+from core.chat import Message
+from core.errors import BackendError, InvalidSettings, ModelLoadError, ModelNotFound, PlaygroundError
+from core.events import AnswerDelta, BackendItem, GenerationStats, ReasoningDelta
+from core.hub import ProgressFn
+from core.reasoning import ReasoningParser
+from core.server_flags import server_command_lines
+from core.settings import GenerationSettings
+
+NO_KEY = "EMPTY"  # what vLLM's docs use when the server needs no key; the openai client needs one
+
+
+def public_url(url: str | None) -> str:
+    """``url`` without user:password, query or fragment (what may be shown or logged)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def validate_base_url(url: str | None) -> str:
+    if not url or not url.strip():
+        raise InvalidSettings("the remote backend needs a server URL, e.g. --base-url http://127.0.0.1:8000/v1")
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidSettings(f"server URL must look like http://HOST:PORT/v1, got {public_url(url) or 'nothing usable'}")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))  # the client appends paths
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of an openai response object, including servers' extra fields."""
+    value = getattr(obj, name, None)
+    if value is None:
+        extra = getattr(obj, "model_extra", None) or {}
+        value = extra.get(name)
+    return value
+
+
+class RemoteBackend(Backend):
+    name = "remote"
+    connect_timeout_s = 10.0
+    read_timeout_s = 120.0  # longest silence between two streamed chunks
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client: Any = None
+        self.url = ""  # without credentials
+        self.server_model: dict[str, Any] = {}
+        self.served_models: list[str] = []
+        self._no_key = True
+        self._model_name = ""
+        # "top_k off": vLLM and SGLang want -1 (vLLM rejects 0), llama_cpp.server wants 0 (rejects -1)
+        self._top_k_off = -1
+        self._ignored_thinking_off = False  # the server thought although enable_thinking was false
+
+    def __repr__(self) -> str:  # never the key
+        return f"RemoteBackend(url={self.url!r}, model={self.spec.source if self.spec else None!r})"
+
+    # -- errors ----------------------------------------------------------------------------
+    def _explain(self, exc: BaseException, during: str, mid_stream: bool = False) -> str:
+        import httpx
+        import openai
+
+        where = f"the server at {self.url}"
+        timeout = isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException))
+        if mid_stream and not timeout and isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+            cause = exc.__cause__ or exc.__context__ or exc
+            return f"{during}: {where} closed the connection mid-reply ({cause})"
+        if isinstance(exc, openai.APITimeoutError):
+            return f"{during}: {where} did not answer within {self.read_timeout_s:g} s (timeout)"
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, httpx.ConnectError) or "refused" in str(cause).lower():
+                return f"{during}: cannot connect to {where} (connection refused): is the server running?"
+            if isinstance(cause, (httpx.RemoteProtocolError, httpx.ReadError)):
+                return f"{during}: {where} closed the connection ({cause})"
+            return f"{during}: cannot reach {where}: {cause or exc}"
+        if isinstance(exc, openai.AuthenticationError):
+            hint = ("no API key was given: set $OPENAI_API_KEY (or --api-key-env VAR)"
+                    if self._no_key else "check the key in $OPENAI_API_KEY (or --api-key-env VAR)")
+            return f"{during}: {where} rejected the API key (401 Unauthorized): {hint}"
+        if isinstance(exc, openai.PermissionDeniedError):
+            return f"{during}: {where} refused access (403 Forbidden)"
+        if isinstance(exc, openai.NotFoundError):
+            return (f"{during}: {where} answered 404 Not Found: check the URL (it usually ends in /v1) "
+                    f"and the model name {self._model_name!r}")
+        if isinstance(exc, openai.APIStatusError):
+            return f"{during}: {where} answered {exc.status_code}: {self._server_message(exc)}"
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+            return f"{during}: {where} closed the connection mid-reply ({exc})"
+        if isinstance(exc, httpx.TimeoutException):
+            return f"{during}: {where} did not answer within {self.read_timeout_s:g} s (timeout)"
+        return f"{during}: {type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _server_message(exc: Any) -> str:
+        body = getattr(exc, "body", None)
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            if isinstance(inner, dict):
+                return str(inner.get("message") or inner.get("detail") or inner)[:300]
+            return str(body.get("detail") or body.get("message") or body)[:300]
+        return str(getattr(exc, "message", exc))[:300]
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self, spec: ModelSpec, options: LoadOptions = LoadOptions(),
+             progress: ProgressFn | None = None) -> None:
+        options.validate()
+        report = progress or (lambda fraction, message: None)
+        base_url = validate_base_url(options.base_url or spec.extra.get("base_url"))
+        import httpx
+        import openai
+
+        self.url = public_url(base_url)
+        self._model_name = spec.source
+        self._no_key = not options.api_key
+        report(0.2, f"Connecting to {self.url}")
+        client = openai.OpenAI(
+            base_url=base_url, api_key=options.api_key or NO_KEY, max_retries=0,
+            timeout=httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s),
+        )
+        try:
+            listed = client.models.list()
+            models = list(listed.data)
+        except Exception as exc:  # refused, 401, 404, not an OpenAI server...
+            client.close()
+            raise ModelLoadError(self._explain(exc, f"loading {spec.source!r}")) from None
+        served = [m.id for m in models]
+        chosen = next((m for m in models if m.id == spec.source), None)
+        if chosen is None and served:
+            client.close()
+            raise ModelNotFound(f"the server at {self.url} does not serve {spec.source!r}; it serves: "
+                                f"{', '.join(served[:10])}")
+        self.unload()
+        self.client = client
+        self.served_models = served
+        self.server_model = chosen.model_dump() if chosen is not None else {}
+        self.spec, self.options = spec, options
+        report(1.0, f"{spec.source} on {self.url} ready")
+
+    def unload(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+        self.spec = None
+
+    # -- describing ------------------------------------------------------------------------
+    @property
+    def context_window(self) -> int:
+        """The server's ``max_model_len`` if its /models says, else 0 (unknown)."""
+        for key in ("max_model_len", "context_length", "max_context_length"):
+            value = self.server_model.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 0
+
+    def describe(self) -> ModelInfo:
+        if not self.loaded:
+            raise PlaygroundError("no model is loaded")
+        factor = self.options.yarn_factor
+        notes = ["YaRN is a server-side setting: start the server with the flags for the factor "
+                 "you need (vLLM --rope-scaling, SGLang --json-model-override-args, llama-server "
+                 "--rope-scaling yarn)"]
+        if not self.context_window:
+            notes.append("context window unknown: the server's /models does not report max_model_len")
+        details: dict[str, Any] = {
+            "server": self.url,
+            "owned_by": self.server_model.get("owned_by"),
+            "served_models": self.served_models,
+            "api_key": "set" if not self._no_key else "none",
+        }
+        if self._ignored_thinking_off:
+            notes.append("this server ignored enable_thinking=false per request (llama_cpp.server does): "
+                         "start it with --chat_template_kwargs '{\"enable_thinking\": false}', or end "
+                         "the message with /no_think")
+        if factor != 1.0:
+            details["server_flags"] = server_command_lines(factor)
+            notes.append(f"YaRN factor {factor:g} requested: it only applies if the server was started "
+                         "with the matching flags (details.server_flags)")
+        return ModelInfo(
+            backend=self.name,
+            model=self.spec.name,
+            source=self.spec.source,
+            format="remote",
+            quantization=None,
+            dtype="server-side",
+            device=self.url,
+            memory_bytes=0,
+            context_window=self.context_window,
+            rope_scaling=None,
+            notes=notes,
+            details=details,
+        )
+
+    # -- generating ------------------------------------------------------------------------
+    def request(self, messages: list[Message], settings: GenerationSettings, thinking: bool) -> dict[str, Any]:
+        """The chat.completions.create arguments for one reply."""
+        max_tokens = settings.max_new_tokens
+        if self.context_window:  # leave room for the prompt (rough: ~2 characters per token)
+            estimate = sum(len(m["content"]) // 2 + 8 for m in messages)
+            max_tokens = max(1, min(max_tokens, self.context_window - estimate))
+        body: dict[str, Any] = {
+            "top_k": settings.top_k if settings.top_k > 0 else self._top_k_off,
+            "min_p": settings.min_p,
+            "chat_template_kwargs": {"enable_thinking": thinking},
+        }
+        kwargs: dict[str, Any] = dict(
+            model=self.spec.source, messages=messages, stream=True,
+            stream_options={"include_usage": True},
+            temperature=0.0 if settings.greedy else settings.temperature,
+            top_p=settings.top_p, presence_penalty=settings.presence_penalty,
+            max_tokens=max_tokens, extra_body=body,
+        )
+        if settings.seed is not None:
+            kwargs["seed"] = settings.seed
+        return kwargs
+
+    def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
+                  stop: StopSignal) -> Iterator[BackendItem]:
+        import openai
+
+        started = time.perf_counter()
+        try:
+            try:
+                stream = self.client.chat.completions.create(**self.request(messages, settings, thinking))
+            except openai.APIStatusError as exc:
+                if settings.top_k > 0 or "top_k" not in str(exc) or self._top_k_off == 0:
+                    raise
+                self._top_k_off = 0  # this server spells "top_k off" as 0: remember and retry once
+                stream = self.client.chat.completions.create(**self.request(messages, settings, thinking))
+        except Exception as exc:
+            raise BackendError(self._explain(exc, "sending the request")) from None
+        # Content is split by the shared parser; a model whose template opens <think> in the
+        # prompt starts inside the reasoning.  Once the server sends reasoning separately,
+        # content is the answer.
+        parser = ReasoningParser(starts_in_reasoning=self.spec.thinking == "always")
+        separated = False
+        reasoning_started = answer_started = False
+        n_chunks = reasoning_chunks = 0  # servers stream about one token per chunk
+        first_at = last_at = None
+        finish: str | None = None
+        usage: Any = None
+        try:
+            for chunk in stream:
+                if stop.is_set():
+                    finish = "cancelled"
+                    break
+                usage = getattr(chunk, "usage", None) or usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = choice.delta
+                reasoning = _field(delta, "reasoning_content") or _field(delta, "reasoning") if delta else None
+                content = delta.content if delta else None
+                if reasoning or content:
+                    now = time.perf_counter()
+                    first_at = first_at or now
+                    last_at = now
+                    n_chunks += 1
+                if reasoning:
+                    separated = True
+                    reasoning_chunks += 1
+                    if not reasoning_started:
+                        reasoning = reasoning.lstrip()
+                        reasoning_started = bool(reasoning)
+                    if reasoning:
+                        yield ReasoningDelta(reasoning)
+                if content:
+                    if separated:
+                        if not answer_started:
+                            content = content.lstrip()
+                            answer_started = bool(content)
+                        if content:
+                            yield AnswerDelta(content)
+                    else:
+                        deltas = parser.feed(content)
+                        reasoning_chunks += any(isinstance(d, ReasoningDelta) for d in deltas)
+                        yield from deltas
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+                if stop.is_set():
+                    finish = "cancelled"
+                    break
+        except PlaygroundError:
+            raise
+        except Exception as exc:  # the connection dropped, a timeout between chunks...
+            raise BackendError(self._explain(exc, "the reply was cut off", mid_stream=True)) from None
+        finally:
+            stream.close()  # closes the HTTP response: the server aborts the request
+        if finish is None:
+            raise BackendError(f"the reply was cut off: the server at {self.url} closed the stream "
+                               "before the end of the reply")
+        yield from parser.finalize()
+        if not thinking and (reasoning_started or parser.saw_close):
+            self._ignored_thinking_off = True
+        ended = time.perf_counter()
+        completion = getattr(usage, "completion_tokens", None) if usage else None
+        prompt_tokens = getattr(usage, "prompt_tokens", None) if usage else None
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        completion_details = getattr(usage, "completion_tokens_details", None) if usage else None
+        reasoning_tokens = getattr(completion_details, "reasoning_tokens", None) if completion_details else None
+        n = int(completion) if completion is not None else n_chunks  # ~1 token per chunk
+        decode_s = (last_at or ended) - (first_at or ended)
+        yield GenerationStats(
+            prompt_tokens=int(prompt_tokens or 0),
+            completion_tokens=n,
+            ttft_s=(first_at - started) if first_at else None,
+            tokens_per_s=(n - 1) / decode_s if n > 1 and decode_s > 0 else None,
+            total_s=ended - started,
+            finish_reason={"stop": "stop", "length": "length", "cancelled": "cancelled"}.get(finish, "stop"),  # type: ignore[arg-type]
+            cached_prompt_tokens=int(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+            reasoning_tokens=int(reasoning_tokens) if reasoning_tokens is not None else reasoning_chunks,
+        )

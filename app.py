@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--share", action="store_true", help="create a public gradio.live link")
     ui.add_argument("--model", default=None,
                     help="model to load at start [default: the first catalog model in the local cache, else tiny-bf16]")
-    ui.add_argument("--max-models", type=int, default=2, help="models kept loaded at once, shared by sessions [default: 2]")
+    ui.add_argument("--max-models", type=int, default=1,
+                    help="models kept loaded at once, shared by all sessions [default: 1]")
     ui.add_argument("--concurrency", type=int, default=4, help="requests served at once [default: 4]")
 
     chat = sub.add_parser("chat", help="chat once from the command line")

@@ -8,8 +8,9 @@ to every session that asks for the same key.
   same model wait for one load, while different models load independently.
 - A failed load leaves the pool as it was: the models already loaded (the one a session was using
   before) stay usable.
-- At most ``max_models`` stay loaded; the least recently used model that no generation is using
-  is unloaded to make room (it is loaded again the next time a session needs it).
+- At most ``max_models`` stay loaded (default 1: models are big); the least recently used model
+  that no generation is using is unloaded to make room (it is loaded again the next time a
+  session needs it). A model busy generating is unloaded when its generation ends.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _default_factory(name: str) -> Backend:
 class ModelPool:
     """Loads models on demand and shares them; see the module docstring."""
 
-    def __init__(self, max_models: int = 2, factory: Callable[[str], Backend] | None = None) -> None:
+    def __init__(self, max_models: int = 1, factory: Callable[[str], Backend] | None = None) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.max_models = max_models
@@ -112,8 +113,9 @@ class ModelPool:
                 entry.last_used = time.monotonic()
                 if entry.backend is None and entry.users == 0 and self._entries.get(key) is entry:
                     del self._entries[key]  # a failed load leaves no trace
+            self._evict(keep=None)  # a model that was busy during a load may go now
 
-    def _evict(self, keep: PoolKey) -> None:
+    def _evict(self, keep: PoolKey | None) -> None:
         """Unload least recently used idle models beyond ``max_models``."""
         victims: list[Backend] = []
         with self._lock:

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+import re
 import threading
 
 from tinymodels.script import ADD_ANSWER, ADD_Q, ADD_REASONING, ENDLESS_Q
@@ -133,12 +134,13 @@ def test_chat_reasoning_panel_thinking_toggle_offline(browser, ui_server, slow_t
     expect(reply).to_contain_text("la la la", timeout=15000)
     assert generating(), "the endless reply should be generating"
     page.locator("#stop").click()
+    expect(chat).to_contain_text("Stopped")
     deadline = time.monotonic() + 5
     while generating() and time.monotonic() < deadline:
         page.wait_for_timeout(50)  # not time.sleep: the request router runs inside Playwright calls
     assert not generating(), "generate kept running after Stop"
     assert not slow_tiny_model._generation_lock.locked()
-    expect(reply).to_contain_text("la la la")  # what was streamed stays
+    expect(chat.locator("[data-testid=bot]").first).to_contain_text("la la la")  # what was streamed stays
 
     # changing a slider marks the preset as customised
     temperature.fill("0.9")
@@ -153,6 +155,20 @@ def test_chat_reasoning_panel_thinking_toggle_offline(browser, ui_server, slow_t
     expect(page.locator("#model-info")).to_contain_text("fp8", timeout=10000)
     expect(page.locator("#preset input")).to_have_value("non-thinking-quantized", timeout=10000)
     expect(page.locator("#presence_penalty input[type=number]")).to_have_value("1.5")
+    expect(page.locator("#model-choice input")).to_have_value(re.compile("tiny-fp8"))  # the picker follows
+
+    # YaRN: a desired context gives the recommended factor; using it reloads the model with it
+    page.get_by_text("Context length (YaRN)").click()
+    expect(page.locator("#yarn-readout")).to_contain_text("32,768")
+    page.locator("#desired-context input").fill("65536")
+    page.locator("#desired-context input").press("Enter")
+    expect(page.locator("#yarn-recommendation")).to_contain_text("Recommended factor for 65,536 tokens: 2")
+    page.get_by_role("button", name="Use recommended factor (reloads)").click()
+    expect(page.locator("#model-info")).to_contain_text("YaRN x2", timeout=30000)
+    expect(page.locator("#model-info")).to_contain_text("context 65,536")
+    expect(page.locator("#yarn input[type=number]")).to_have_value("2")
+    expect(page.locator("#yarn-readout")).to_contain_text("static")  # the card's warning
+    page.screenshot(path=str(ARTIFACTS / "browser-4-yarn.png"), full_page=True)
 
     # another browser session has its own, empty chat
     other = offline_context(browser, outside).new_page()

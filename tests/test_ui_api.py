@@ -82,6 +82,21 @@ def test_chat_without_thinking_has_no_thought(client):
     assert answers(final) == [ADD_ANSWER]
 
 
+def test_soft_switch_no_think_in_the_message(client):
+    final = chat_job(client, ADD_Q + " /no_think", thinking=True).result()
+    assert text(final[0]) == ADD_Q + " /no_think"  # sent as typed
+    assert not any((title(m) or "").startswith(("Thinking", "Thought")) for m in final)  # empty block: no panel
+    assert answers(final) == [ADD_ANSWER]
+
+
+def test_a_reply_cut_off_while_reasoning_keeps_its_reasoning(client):
+    final = chat_job(client, ADD_Q, thinking=True, max_new_tokens=4).result()
+    thought = final[1]
+    assert thought["metadata"]["status"] == "done" and "cut off" in thought["metadata"]["title"]
+    assert text(thought) and ADD_REASONING.startswith(text(thought))
+    assert answers(final) == [] and "hit max new tokens" in title(final[-1])
+
+
 def test_second_turn_sends_history_back_without_reasoning(client):
     first = chat_job(client, FRUIT_Q, thinking=True).result()
     second = chat_job(client, ANOTHER_Q, first, thinking=True).result()
@@ -119,7 +134,7 @@ def test_greedy_in_thinking_mode_is_refused_in_the_chat(client):
     job = client.submit(ADD_Q, [], "", True, 0.0, 0.95, 20, 0.0, 0.0, 50, 0, "tiny-bf16", 1.0, api_name="/chat")
     final = job.result()
     assert final[0]["role"] == "user" and "greedy" in text(final[-1]).lower()
-    assert title(final[-1]) == "⚠️ Error"
+    assert title(final[-1]) == "Error"
 
 
 # -- YaRN ------------------------------------------------------------------------------------
@@ -170,7 +185,7 @@ def test_bad_model_path_is_reported_and_history_and_model_survive(client, tmp_pa
     # a chat naming the bad model: an error note after the message, earlier turns untouched
     failed = chat_job(client, ANOTHER_Q, history, model=bad).result()
     assert failed[: len(history)] == history and text(failed[len(history)]) == ANOTHER_Q
-    assert title(failed[-1]) == "⚠️ Error" and "no-such-model" in text(failed[-1])
+    assert title(failed[-1]) == "Error" and "no-such-model" in text(failed[-1])
     # ...and the previous model still answers, with that history
     final = chat_job(client, ANOTHER_Q, history, thinking=True).result()
     assert answers(final) == [FRUIT_ANSWER, ANOTHER.answer]
@@ -235,6 +250,10 @@ def test_stop_closes_a_pending_reasoning_panel():
     history = [user_message("hi"), thought_message("half a thou")]
     after = stopped(history)
     assert after[1]["metadata"]["status"] == "done" and after[1]["content"] == "half a thou"
+    assert title(after[-1]) == "Stopped"
+    finished = [user_message("hi"), {"role": "assistant", "content": "done"},
+                {"role": "assistant", "content": "", "metadata": {"title": "1 prompt · 1 completion tokens"}}]
+    assert stopped(finished) == finished  # Stop after the reply ended changes nothing
 
 
 def test_the_ui_imports_no_model_library():

@@ -75,8 +75,10 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
             show_progress="minimal"))
     replies.append(chat.regenerate.click(regenerate_fn, [chat.chatbot, *generation_inputs], [chat.chatbot],
                                          api_visibility="private", show_progress="minimal"))
-    chat.stop.click(stopped, [chat.chatbot], [chat.chatbot], cancels=replies, queue=False,
-                    api_visibility="private", show_progress="hidden")
+    # Stop cancels the reply (Gradio closes its generator, which stops the generation), then
+    # marks what was cut short; in this order, no late streamed update overwrites the mark
+    chat.stop.click(None, None, None, cancels=replies).then(
+        stopped, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="private", show_progress="hidden")
     # chat (API): the same replies, stateless, with plain JSON messages
     gr.api(chat_api, api_name="chat")
     gr.api(regenerate_api, api_name="regenerate")
@@ -85,7 +87,8 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
 
     # model: Load button -> load_model (the API endpoint) -> the new model's thinking mode / preset
     load_outputs = [models.model, models.yarn_factor, models.current, models.status, models.info]
-    defaults_outputs = [models.applied, settings.thinking, settings.preset, *settings.sliders, settings.preset_note]
+    defaults_outputs = [models.applied, settings.thinking, settings.preset, *settings.sliders, settings.preset_note,
+                        models.choice, models.custom]
     models.choice.input(lambda: "", None, [models.custom], queue=False, api_visibility="private")
     for trigger, visibility in ((models.load_button.click, "public"), (models.custom.submit, "private")):
         trigger(pick_requested, [models.choice, models.custom], [models.requested], queue=False,
@@ -94,14 +97,19 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
             api_name="load_model" if visibility == "public" else None, api_visibility=visibility,
             show_progress_on=[models.status]).then(
             apply_defaults, [models.model, settings.thinking, models.applied], defaults_outputs,
-            api_visibility="private", show_progress="hidden")
-    # YaRN: a new factor reloads the session's model through the pool
-    settings.yarn.release(load_model, [models.model, settings.yarn, models.current], load_outputs, api_visibility="private",
-                          show_progress_on=[models.status])
-    settings.use_recommended.click(_recommended, [settings.desired_context, settings.yarn], [settings.yarn],
-                                   queue=False, api_visibility="private").then(
-        load_model, [models.model, settings.yarn, models.current], load_outputs, api_visibility="private",
-        show_progress_on=[models.status])
+            api_visibility="private", show_progress="hidden").then(
+            _same, [models.yarn_factor], [settings.yarn], queue=False, api_visibility="private",
+            show_progress="hidden")
+    # YaRN: a new factor reloads the session's model through the pool; afterwards the slider
+    # shows the factor in use (the old one if the reload failed)
+    for step in (settings.yarn.release(load_model, [models.model, settings.yarn, models.current], load_outputs,
+                                       api_visibility="private", show_progress_on=[models.status]),
+                 settings.use_recommended.click(_recommended, [settings.desired_context, settings.yarn],
+                                                [settings.yarn], queue=False, api_visibility="private").then(
+                     load_model, [models.model, settings.yarn, models.current], load_outputs,
+                     api_visibility="private", show_progress_on=[models.status])):
+        step.then(_same, [models.yarn_factor], [settings.yarn], queue=False, api_visibility="private",
+                  show_progress="hidden")
 
     wire_settings_panel(ctx, settings, models.model)
     demo.load(make_on_page_load(ctx), [models.model, models.yarn_factor], [models.status, models.info],
@@ -118,6 +126,10 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
 
     gr.api(presets, api_name="presets")
     gr.api(models_list, api_name="models")
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _recommended(desired: float | None, current: float) -> float:

@@ -12,7 +12,8 @@ SETTING_FIELDS: tuple[str, ...] = GenerationSettings.field_names()
 RANDOM_SEED = -1  # the seed box's value for "a fresh random seed per reply"
 
 THINKING_TITLE = "Thinking…"
-ERROR_TITLE = "⚠️ Error"
+ERROR_TITLE = "Error"
+STOPPED_TITLE = "Stopped"
 
 
 # -- chat messages ------------------------------------------------------------------------
@@ -56,13 +57,17 @@ def _field(message: Any, name: str) -> Any:
 
 
 def close_pending_thoughts(history: Sequence[Any]) -> list[Any]:
-    """After a Stop: panels still spinning become "stopped" (their text is kept)."""
+    """After a Stop: panels still spinning become "stopped" (their text is kept), and a reply
+    that was cut short (no stats note after it yet) gets a "Stopped" note."""
     out = []
     for message in history or []:
         if is_pending_thought(message):
             message = {"role": "assistant", "content": _field(message, "content"),
                        "metadata": {"title": "Thought (stopped)", "status": "done"}}
         out.append(message)
+    if out and (_field(out[-1], "role") == "user" or not (_field(out[-1], "metadata") or {}).get("title")
+                or (_field(out[-1], "metadata") or {}).get("title") == "Thought (stopped)"):
+        out.append(info_message(STOPPED_TITLE))
     return out
 
 

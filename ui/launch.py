@@ -40,7 +40,7 @@ def launch(args: argparse.Namespace, *, block: bool = True):
     when ``block`` is False)."""
     from ui.blocks import build_app
 
-    pool = ModelPool(max_models=getattr(args, "max_models", None) or 2)
+    pool = ModelPool(max_models=getattr(args, "max_models", None) or 1)
     start = choose_start_model(getattr(args, "model", None), load_catalog())
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     if start.note:

@@ -90,10 +90,11 @@ def make_load_model(ctx: AppContext):
             gr.Warning(f"Could not load {model or 'the model'}: {exc}")
             kept, kept_factor = current
             return (kept, kept_factor, current,
-                    f"⚠️ Could not load `{model}`: {exc}  \nStill using `{kept}` (it stays loaded).",
+                    f"**Could not load** `{model}`: {exc}  \nStill using `{kept}` (it stays loaded).",
                     model_summary(ctx, kept, kept_factor))
         took = time.perf_counter() - started
-        return model, factor, (model, factor), f"✅ `{model}` ready ({took:.1f} s).", f"Model: {summary}"
+        yarn = f" with YaRN ×{factor:g}" if factor != 1.0 else ""
+        return model, factor, (model, factor), f"`{model}` ready{yarn} ({took:.1f} s).", f"Model: {summary}"
 
     return load_model
 
@@ -104,7 +105,7 @@ def make_on_page_load(ctx: AppContext):
         try:
             ctx.backend(model, float(yarn_factor or 1.0), gradio_progress(progress))
         except PlaygroundError as exc:
-            return f"⚠️ Could not load `{model}`: {exc}", model_summary(ctx, model, yarn_factor or 1.0)
+            return f"**Could not load** `{model}`: {exc}", model_summary(ctx, model, yarn_factor or 1.0)
         return ctx.start.note, model_summary(ctx, model, yarn_factor or 1.0)
 
     return on_page_load
@@ -114,7 +115,7 @@ def make_apply_model_defaults(ctx: AppContext, preset_label):
     def apply_model_defaults(model: str, thinking: bool, applied: str) -> tuple[Any, ...]:
         """After a model change: the Thinking toggle follows the model's mode (always / never /
         switchable) and the preset becomes the mode's default (quantized variant if needed)."""
-        n_outputs = 2 + 1 + 7 + 1  # applied, thinking, preset, sliders, note
+        n_outputs = 2 + 1 + 7 + 1 + 2  # applied, thinking, preset, sliders, note, choice, custom
         if model == applied:
             return tuple(gr.skip() for _ in range(n_outputs))
         try:
@@ -127,9 +128,11 @@ def make_apply_model_defaults(ctx: AppContext, preset_label):
             spec.thinking, "Hard switch (enable_thinking). End a message with /think or /no_think for the soft switch.")
         name = default_preset_name(thinking, spec.quantized)
         preset = ctx.presets[name]
+        in_catalog = any(entry.name == model for entry in ctx.catalog)
         return (model, gr.Checkbox(value=thinking, interactive=fixed is None, info=info),
                 gr.Dropdown(choices=ctx.presets_for(thinking), value=name, label=preset_label(thinking)),
-                *settings_to_values(preset.settings), preset_status(name, False, preset.description))
+                *settings_to_values(preset.settings), preset_status(name, False, preset.description),
+                model if in_catalog else gr.skip(), "" if in_catalog else gr.skip())
 
     return apply_model_defaults
 

@@ -37,11 +37,11 @@ def yarn_readout(factor: float) -> str:
     try:
         window = context_window(float(factor))
     except (PlaygroundError, TypeError, ValueError) as exc:
-        return f"⚠️ {exc}"
+        return f"**{exc}**"
     if float(factor) == 1.0:
         head = f"**Context window: {window:,} tokens** (YaRN off, the native context)"
     else:
-        head = f"**Context window: {window:,} tokens** (YaRN ×{float(factor):g})  \n⚠️ {STATIC_YARN_WARNING}"
+        head = f"**Context window: {window:,} tokens** (YaRN ×{float(factor):g})  \n**Warning:** {STATIC_YARN_WARNING}"
     return f"{head}  \n{YARN_RELOAD_NOTE}"
 
 
@@ -51,7 +51,7 @@ def recommendation_text(desired: float | None) -> str:
     try:
         factor = recommend_factor(int(desired))
     except (PlaygroundError, TypeError, ValueError) as exc:
-        return f"⚠️ {exc}"
+        return f"**{exc}**"
     if factor == 1.0:
         return f"{int(desired):,} tokens fit in the native {ORIGINAL_CONTEXT:,}: keep YaRN **off** (factor 1)."
     return f"Recommended factor for {int(desired):,} tokens: **{factor:g}** ({context_window(factor):,} tokens)."

@@ -21,6 +21,7 @@ The model runs in a serving engine; the playground is its client (the ``openai``
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -58,6 +59,27 @@ def validate_base_url(url: str | None) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidSettings(f"server URL must look like http://HOST:PORT/v1, got {public_url(url) or 'nothing usable'}")
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))  # the client appends paths
+
+
+def abort_stream(stream: Any) -> None:
+    """Close a streaming response from another thread, waking a read blocked on the socket.
+
+    Closing an httpx response does not interrupt a ``recv`` already waiting in another thread;
+    shutting the socket down does (and tells the server the client is gone).
+    """
+    import socket
+
+    try:
+        network = stream.response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception:  # already closed, or a transport without a socket
+        pass
+    try:
+        stream.close()
+    except Exception:
+        pass
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -263,6 +285,17 @@ class RemoteBackend(Backend):
                 stream = self.client.chat.completions.create(**self.request(messages, settings, thinking))
         except Exception as exc:
             raise BackendError(self._explain(exc, "sending the request")) from None
+        # Stop must not wait for the next chunk (a server busy with a long prompt sends none):
+        # a watcher closes the HTTP stream as soon as the signal is set, which ends the read.
+        finished = threading.Event()
+
+        def watch() -> None:
+            while not finished.wait(0.05):
+                if stop.is_set():
+                    abort_stream(stream)
+                    return
+
+        threading.Thread(target=watch, name="remote-stop-watch", daemon=True).start()
         # Content is split by the shared parser; a model whose template opens <think> in the
         # prompt starts inside the reasoning.  Once the server sends reasoning separately,
         # content is the answer.
@@ -317,9 +350,14 @@ class RemoteBackend(Backend):
         except PlaygroundError:
             raise
         except Exception as exc:  # the connection dropped, a timeout between chunks...
-            raise BackendError(self._explain(exc, "the reply was cut off", mid_stream=True)) from None
+            if not stop.is_set():
+                raise BackendError(self._explain(exc, "the reply was cut off", mid_stream=True)) from None
+            finish = "cancelled"  # the watcher closed the stream under the read
         finally:
+            finished.set()
             stream.close()  # closes the HTTP response: the server aborts the request
+        if finish is None and stop.is_set():
+            finish = "cancelled"
         if finish is None:
             raise BackendError(f"the reply was cut off: the server at {self.url} closed the stream "
                                "before the end of the reply")

@@ -7,6 +7,7 @@ the hard switch "thinking off" is tested on a second server started with its
 """
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
@@ -298,6 +299,73 @@ def test_timeout():
         with pytest.raises(ModelLoadError, match="did not answer within 0.5 s"):
             backend.load(RemoteSpec(), LoadOptions(base_url=url))
         assert time.monotonic() - started < 5
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """/v1/models, and a chat stream that sends one chunk and then goes silent for a while."""
+
+    silence_s = 5.0
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "test",
+                                                        "max_model_len": 4096}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": MODEL,
+                 "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Thinking"},
+                              "finish_reason": None}]}
+        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.flush()
+        time.sleep(self.silence_s)
+
+
+@pytest.fixture()
+def slow_server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_stop_while_the_server_is_silent(slow_server):
+    backend = open_model(MODEL, backend="remote", options=LoadOptions(base_url=slow_server))
+    assert backend.context_window == 4096  # max_model_len from /models
+    stop = threading.Event()
+    reply = Reply()
+    started = time.monotonic()
+    for event in backend.stream_chat([{"role": "user", "content": "hi"}], THINKING, stop=stop):
+        reply.add(event)
+        threading.Timer(0.3, stop.set).start()
+    assert reply.reasoning == "Thinking" and reply.stats.finish_reason == "cancelled"
+    assert time.monotonic() - started < 2  # not the 5 s of silence
+    backend.unload()
+
+
+def test_timeout_mid_stream(slow_server):
+    backend = RemoteBackend()
+    backend.read_timeout_s = 0.5
+    backend.load(RemoteSpec(), LoadOptions(base_url=slow_server))
+    reply = Reply()
+    with pytest.raises(BackendError, match="did not answer within 0.5 s"):
+        for event in backend.stream_chat([{"role": "user", "content": "hi"}], THINKING):
+            reply.add(event)
+    assert reply.reasoning == "Thinking"  # kept
+    backend.unload()
 
 
 def RemoteSpec():  # noqa: N802

@@ -24,7 +24,7 @@ from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, stopped
 from ui.context import TINY_MODEL, TINY_NOTE, AppContext, StartModel, choose_start_model
 from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_on_page_load,
                             model_summary, pick_requested)
-from ui.settings_panel import _preset_label, build_settings_panel, wire_settings_panel
+from ui.settings_panel import preset_label, build_settings_panel, wire_settings_panel
 
 TITLE = "Qwen3 Playground"
 
@@ -40,7 +40,8 @@ def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
     try:
         start_spec = ctx.resolve(start.ref)
     except PlaygroundError as exc:  # a bad --model: say why, start on the tiny model
-        ctx.start = start = StartModel(TINY_MODEL, TINY_NOTE.format(name=TINY_MODEL, reason=f"`{start.ref}` is unusable: {exc}."))
+        note = TINY_NOTE.format(name=TINY_MODEL, reason=f"`{start.ref}` is unusable: {exc}.")
+        ctx.start = start = StartModel(TINY_MODEL, note)
         start_spec = ctx.resolve(TINY_MODEL)
     start_thinking = {"always": True, "never": False}.get(start_spec.thinking, True)
 
@@ -61,7 +62,7 @@ def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
 def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
     chat_api, regenerate_api, submit_fn, respond_fn, regenerate_fn = make_chat_handlers(ctx)
     load_model = make_load_model(ctx)
-    apply_defaults = make_apply_model_defaults(ctx, _preset_label)
+    apply_defaults = make_apply_model_defaults(ctx, preset_label)
     generation_inputs = [settings.system_prompt, settings.thinking, *settings.sliders, models.model,
                          models.yarn_factor]
 

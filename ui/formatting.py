@@ -12,6 +12,7 @@ SETTING_FIELDS: tuple[str, ...] = GenerationSettings.field_names()
 RANDOM_SEED = -1  # the seed box's value for "a fresh random seed per reply"
 
 THINKING_TITLE = "Thinking…"
+THINKING_INFO = "Hard switch (enable_thinking). End a message with /think or /no_think for the soft switch."
 ERROR_TITLE = "Error"
 STOPPED_TITLE = "Stopped"
 

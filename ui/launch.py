@@ -30,7 +30,8 @@ def preload(pool: ModelPool, start: StartModel, log=print) -> StartModel:
         if start.ref == TINY_MODEL:
             raise
         log(f"could not load {start.ref}: {exc}; starting on {TINY_MODEL}")
-        fallback = StartModel(TINY_MODEL, TINY_NOTE.format(name=TINY_MODEL, reason=f"`{start.ref}` could not be loaded: {exc}."))
+        note = TINY_NOTE.format(name=TINY_MODEL, reason=f"`{start.ref}` could not be loaded: {exc}.")
+        fallback = StartModel(TINY_MODEL, note)
         pool.get(resolve_model(TINY_MODEL), LoadOptions(), progress)
         return fallback
 

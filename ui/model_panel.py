@@ -15,7 +15,7 @@ import gradio as gr
 from core.errors import PlaygroundError
 from core.presets import default_preset_name
 from ui.context import AppContext, gradio_progress
-from ui.formatting import preset_status, settings_to_values
+from ui.formatting import THINKING_INFO, preset_status, settings_to_values
 
 
 @dataclass
@@ -125,7 +125,7 @@ def make_apply_model_defaults(ctx: AppContext, preset_label):
         fixed = {"always": True, "never": False}.get(spec.thinking)
         thinking = bool(thinking) if fixed is None else fixed
         info = {"always": "This model always thinks.", "never": "This model has no thinking mode."}.get(
-            spec.thinking, "Hard switch (enable_thinking). End a message with /think or /no_think for the soft switch.")
+            spec.thinking, THINKING_INFO)
         name = default_preset_name(thinking, spec.quantized)
         preset = ctx.presets[name]
         in_catalog = any(entry.name == model for entry in ctx.catalog)

@@ -14,7 +14,8 @@ from core.presets import default_preset_name
 from core.settings import MAX_NEW_TOKENS_LIMIT
 from core.yarn import MAX_FACTOR, ORIGINAL_CONTEXT, STATIC_YARN_WARNING, context_window, recommend_factor
 from ui.context import AppContext
-from ui.formatting import RANDOM_SEED, SETTING_FIELDS, preset_status, settings_to_values, values_to_settings
+from ui.formatting import (RANDOM_SEED, SETTING_FIELDS, THINKING_INFO, preset_status, settings_to_values,
+                           values_to_settings)
 
 YARN_RELOAD_NOTE = "Changing the factor **reloads the model** (YaRN is applied when the model loads)."
 
@@ -41,7 +42,8 @@ def yarn_readout(factor: float) -> str:
     if float(factor) == 1.0:
         head = f"**Context window: {window:,} tokens** (YaRN off, the native context)"
     else:
-        head = f"**Context window: {window:,} tokens** (YaRN ×{float(factor):g})  \n**Warning:** {STATIC_YARN_WARNING}"
+        head = (f"**Context window: {window:,} tokens** (YaRN ×{float(factor):g})  \n"
+                f"**Warning:** {STATIC_YARN_WARNING}")
     return f"{head}  \n{YARN_RELOAD_NOTE}"
 
 
@@ -65,10 +67,9 @@ def build_settings_panel(ctx: AppContext, start_quantized: bool, start_thinking:
         system_prompt = gr.Textbox(value="", label="System prompt", lines=2, placeholder="Optional system prompt",
                                    elem_id="system-prompt")
         thinking = gr.Checkbox(value=start_thinking, label="Thinking", elem_id="thinking-toggle",
-                               info="Hard switch (enable_thinking). End a message with /think or "
-                                    "/no_think for the soft switch.")
+                               info=THINKING_INFO)
         preset_dd = gr.Dropdown(choices=ctx.presets_for(start_thinking), value=preset_name,
-                                label=_preset_label(start_thinking), elem_id="preset")
+                                label=preset_label(start_thinking), elem_id="preset")
         preset_note = gr.Markdown(preset_status(preset_name, False, preset.description), label="preset_note",
                                   elem_id="preset-note")
         sliders = [
@@ -97,7 +98,7 @@ def build_settings_panel(ctx: AppContext, start_quantized: bool, start_thinking:
                          desired, recommendation, use_btn)
 
 
-def _preset_label(thinking: bool) -> str:
+def preset_label(thinking: bool) -> str:
     return f"Preset ({'thinking' if thinking else 'non-thinking'} mode)"
 
 
@@ -120,7 +121,7 @@ def wire_settings_panel(ctx: AppContext, panel: SettingsPanel, model: gr.Textbox
             quantized = False
         name = default_preset_name(bool(thinking), quantized)
         dropdown = gr.Dropdown(choices=ctx.presets_for(bool(thinking)), value=name,
-                               label=_preset_label(bool(thinking)))
+                               label=preset_label(bool(thinking)))
         return (dropdown, *apply_preset(name))
 
     def mark_customised(preset: str, *values: Any) -> str:

@@ -12,6 +12,7 @@ from core.errors import PlaygroundError
 
 _LAZY: dict[str, str] = {
     "transformers": "backends.transformers_backend:TransformersBackend",
+    "gptq": "backends.gptq_backend:GPTQBackend",
     "llama.cpp": "backends.llama_cpp_backend:LlamaCppBackend",
     "remote": "backends.remote_backend:RemoteBackend",
 }

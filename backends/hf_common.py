@@ -1,0 +1,215 @@
+"""What the transformers and GPTQ backends share: a model in transformers' ``generate`` world.
+
+:class:`HFBackend` holds the load skeleton (fetch, sanity checks, tokenizer, clear errors, a
+failed load leaves the previous model in place), ``describe`` and generation through
+:func:`backends.hf_generation.stream_generate`.  A subclass only says how to build the model
+(:meth:`HFBackend._load_model`) and what its quantization is (:meth:`HFBackend._quantization`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from backends.base import Backend, LoadOptions, ModelInfo, StopSignal, new_token_budget
+from core.catalog import ModelSpec
+from core.chat import Message
+from core.errors import ModelLoadError, PlaygroundError
+from core.events import BackendItem
+from core.hub import ProgressFn, fetch_model
+from core.settings import GenerationSettings
+from core.yarn import ORIGINAL_CONTEXT, rope_parameters_with_yarn
+
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+          "float32": "float32", "fp32": "float32"}
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} is not a model folder: it has no config.json") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path / 'config.json'} is corrupt: {exc}") from None
+
+
+def check_safetensors(path: Path) -> None:
+    """Every ``*.safetensors`` file is as long as its header says (catches truncated downloads)."""
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with file.open("rb") as f:
+                (header_len,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(header_len))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            complete = file.stat().st_size >= 8 + header_len + end
+        except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError):
+            complete = False
+        if not complete:
+            raise ModelLoadError(f"{file} is truncated or corrupt: download the checkpoint again")
+
+
+def apply_yarn(config: Any, factor: float) -> bool:
+    """Merge YaRN ``factor`` into a transformers config in place (``rope_theta`` kept).
+
+    Factor 1 also removes YaRN a checkpoint may ship with. Returns whether the rope changed.
+    """
+    current = getattr(config, "rope_parameters", None) or {}
+    if factor == 1.0 and current.get("rope_type") != "yarn":
+        return False
+    config.rope_parameters = rope_parameters_with_yarn(current, factor)
+    if factor != 1.0:
+        config.max_position_embeddings = int(ORIGINAL_CONTEXT * factor)
+    return True
+
+
+def rebuild_rotary_embeddings(model: Any) -> None:
+    """Recompute the rotary embedding modules from ``model.config`` (after :func:`apply_yarn`)."""
+    for name, module in list(model.named_modules()):
+        if type(module).__name__.endswith("RotaryEmbedding") and hasattr(module, "inv_freq"):
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, type(module)(model.config).to(module.inv_freq.device))
+
+
+def import_gptqmodel() -> Any:
+    """Import gptqmodel without letting it move the Hugging Face cache.
+
+    Its dependency tokenicer sets ``HF_HOME`` to a temp folder when it is unset (PITFALLS.md):
+    pin it to huggingface_hub's own default first.
+    """
+    if "HF_HOME" not in os.environ:
+        from huggingface_hub import constants
+
+        os.environ["HF_HOME"] = constants.HF_HOME
+    import gptqmodel
+
+    return gptqmodel
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class HFBackend(Backend):
+    """Base of the backends whose model is a transformers ``PreTrainedModel``."""
+
+    library = "transformers"  # shown in progress messages
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._raw_config: dict[str, Any] = {}
+        self._device = "cpu"
+        self._load_details: dict[str, Any] = {}
+        self.load_s = 0.0
+
+    # -- what a subclass provides ------------------------------------------------------------
+    def _check_checkpoint(self, path: Path, raw_config: dict[str, Any]) -> None:
+        """Raise ModelLoadError if ``path`` is not a checkpoint this backend can load."""
+
+    def _load_model(self, path: Path, raw_config: dict[str, Any], options: LoadOptions,
+                    device: str) -> tuple[Any, dict[str, Any]]:
+        """The loaded model (YaRN applied) and backend-specific details for ``describe``."""
+        raise NotImplementedError
+
+    def _quantization(self) -> tuple[str | None, list[str]]:
+        """(quantization label or None, notes for the user)."""
+        return None, []
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self, spec: ModelSpec, options: LoadOptions = LoadOptions(),
+             progress: ProgressFn | None = None) -> None:
+        options.validate()
+        report = progress or (lambda fraction, message: None)
+        started = time.perf_counter()
+        path = fetch_model(spec, progress)
+        if path.is_file():
+            raise ModelLoadError(f"{path} is a single file; the {self.name} backend needs a checkpoint folder")
+        raw_config = read_config(path)
+        self._check_checkpoint(path, raw_config)
+        check_safetensors(path)
+        report(0.6, f"Loading {spec.name} with {self.library}")
+        from transformers import AutoTokenizer
+
+        device = resolve_device(options.device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model, details = self._load_model(path, raw_config, options, device)
+        except PlaygroundError:
+            raise
+        except Exception as exc:  # truncated safetensors, missing files, unsupported arch...
+            raise ModelLoadError(f"could not load {spec.name} from {path}: {exc}") from exc
+        if tokenizer.chat_template is None:
+            from core.qwen3_template import QWEN3_CHAT_TEMPLATE
+
+            tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
+        model.eval()
+        self.unload()  # only now: a failed load leaves the previous model usable
+        self.model, self.tokenizer, self._raw_config = model, tokenizer, raw_config
+        self.spec, self.options, self._device, self._load_details = spec, options, device, details
+        self.load_s = time.perf_counter() - started
+        report(1.0, f"{spec.name} ready")
+
+    def unload(self) -> None:
+        self.model = self.tokenizer = None
+        self.spec = None
+        self._load_details = {}
+        import gc
+
+        gc.collect()
+
+    # -- describing ------------------------------------------------------------------------
+    @property
+    def context_window(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    def describe(self) -> ModelInfo:
+        if not self.loaded:
+            raise PlaygroundError("no model is loaded")
+        config = self.model.config
+        param = next(self.model.parameters())
+        quantization, notes = self._quantization()
+        rope = dict(config.rope_parameters or {})
+        details = {"architecture": (config.architectures or [type(self.model).__name__])[0],
+                   "rope_theta": rope.get("rope_theta"), "load_s": round(self.load_s, 3)}
+        if getattr(config, "num_experts", None):  # MoE: e.g. 128 experts, 8 active per token
+            details.update(num_experts=config.num_experts, num_experts_per_tok=config.num_experts_per_tok)
+        return ModelInfo(
+            backend=self.name,
+            model=self.spec.name,
+            source=self.spec.source,
+            format=self.spec.format,
+            quantization=quantization,
+            dtype=str(param.dtype).removeprefix("torch."),
+            device=str(param.device),
+            memory_bytes=int(self.model.get_memory_footprint()),
+            context_window=self.context_window,
+            rope_scaling=rope if rope.get("rope_type") == "yarn" else None,
+            notes=notes,
+            details={**details, **self._load_details},
+        )
+
+    # -- generating ------------------------------------------------------------------------
+    def render_prompt(self, messages: list[Message], thinking: bool) -> str:
+        """The chat template's text for ``messages`` with the hard switch applied."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  enable_thinking=thinking)
+
+    def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
+                  stop: StopSignal) -> Iterator[BackendItem]:
+        from backends.hf_generation import stream_generate
+
+        prompt = self.render_prompt(messages, thinking)
+        input_ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        budget = new_token_budget(int(input_ids.shape[1]), settings, self.context_window)
+        yield from stream_generate(self.model, self.tokenizer, input_ids.to(self.model.device),
+                                   settings, budget, stop)

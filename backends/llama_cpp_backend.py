@@ -255,7 +255,8 @@ class LlamaCppBackend(Backend):
         return ModelInfo(
             backend=self.name,
             model=self.spec.name,
-            source=self.spec.source + (f"/{self.path.name}" if self.spec.filename else ""),
+            source=(self.spec.source if self.spec.is_tiny or self.spec.is_local_path
+                    else f"{self.spec.source}/{self.path.name}"),  # the Hub file actually loaded
             format="gguf",
             quantization=quant,
             dtype=quant or "gguf",

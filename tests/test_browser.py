@@ -59,23 +59,18 @@ def offline_context(browser, outside: list[str]):
 @pytest.fixture()
 def slow_tiny_model(ui_server, monkeypatch):
     """Slow the tiny model down (it writes its whole reasoning in milliseconds) so the pending
-    reasoning panel stays on screen long enough to be seen."""
+    reasoning panel stays on screen long enough to be seen: each forward pass (one token) waits."""
     from backends.base import LoadOptions
     from core.catalog import resolve_model
 
     backend = ui_server.pool.get(resolve_model("tiny-bf16"), LoadOptions())
-    generate = backend._generate
+    forward = backend.model.forward
 
-    def slowly(*args, **kwargs):
-        items = generate(*args, **kwargs)
-        try:
-            for item in items:
-                time.sleep(0.15)
-                yield item
-        finally:
-            items.close()
+    def slow_forward(*args, **kwargs):
+        time.sleep(0.12)
+        return forward(*args, **kwargs)
 
-    monkeypatch.setattr(backend, "_generate", slowly)
+    monkeypatch.setattr(backend.model, "forward", slow_forward)
     return backend
 
 
@@ -96,9 +91,9 @@ def test_chat_reasoning_panel_thinking_toggle_offline(browser, ui_server, slow_t
     expect(page.locator("#message textarea")).to_have_value("", timeout=3000)  # moved into the chat at once
     expect(page.locator("#chatbot")).to_contain_text(ADD_Q)
     thought = page.locator("#chatbot .thought-group").first
-    expect(thought.locator(".loading-spinner")).to_be_visible(timeout=15000)
-    expect(thought.locator(".title")).to_contain_text("Thinking")
-    expect(thought.locator(".title")).to_have_class(lambda_class("expanded"))
+    # one locator for the whole pending state: open (expanded), spinner, "Thinking…"
+    pending = thought.locator(".title.expanded", has=page.locator(".loading-spinner"), has_text="Thinking")
+    expect(pending).to_be_visible(timeout=15000)
     page.screenshot(path=str(ARTIFACTS / "browser-1-thinking.png"))
 
     expect(thought.locator(".duration")).to_be_visible(timeout=20000)

@@ -1,0 +1,85 @@
+"""App-wide configuration from the environment, and hosted mode's rules.
+
+Hosted mode (on by default on Hugging Face Spaces, ``--hosted`` elsewhere) serves strangers:
+- only catalog models load (no local paths, no arbitrary repo ids unless the host lists them);
+- remote servers' URLs are fixed by the host and API keys come from the environment;
+- messages are limited in size before any compute.
+``trust_remote_code`` is never enabled by any backend, hosted or not.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core.catalog import ModelSpec, load_catalog, resolve_model
+from core.errors import InvalidSettings, ModelNotFound, PromptError
+
+ENV_PREFIX = "QWEN3_PLAYGROUND_"
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    hosted: bool = False
+    default_model: str | None = None  # the model sessions start on (None: pick one, see ui.context)
+    max_models: int = 1  # models loaded at once (LRU beyond that)
+    max_message_chars: int = 100_000  # a longer message is refused before any compute
+    allowed_models: tuple[str, ...] = ()  # hosted mode: repo ids allowed beyond the catalog
+    remote_base_url: str | None = None  # hosted mode: the only server the remote backend may use
+    remote_api_key_env: str = "OPENAI_API_KEY"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> AppConfig:
+        """Read ``QWEN3_PLAYGROUND_*`` variables; a Space (``SPACE_ID`` set) is hosted by default."""
+        env = os.environ if env is None else env
+        get = lambda name: env.get(ENV_PREFIX + name)  # noqa: E731
+        try:
+            config = cls(
+                hosted=_flag(get("HOSTED"), default=bool(env.get("SPACE_ID"))),
+                default_model=get("MODEL") or None,
+                max_models=int(get("MAX_MODELS") or 1),
+                max_message_chars=int(get("MAX_MESSAGE_CHARS") or (20_000 if env.get("SPACE_ID") else 100_000)),
+                allowed_models=tuple(m.strip() for m in (get("ALLOWED_MODELS") or "").split(",") if m.strip()),
+                remote_base_url=get("REMOTE_URL") or None,
+                remote_api_key_env=get("REMOTE_KEY_ENV") or "OPENAI_API_KEY",
+            )
+        except ValueError as exc:
+            raise InvalidSettings(f"bad {ENV_PREFIX}* environment variable: {exc}") from None
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        if config.max_models < 1:
+            raise InvalidSettings("QWEN3_PLAYGROUND_MAX_MODELS must be at least 1")
+        return config
+
+    @property
+    def remote_api_key(self) -> str | None:
+        return os.environ.get(self.remote_api_key_env)
+
+    def resolve(self, ref: str, backend: str | None = None) -> ModelSpec:
+        """``core.catalog.resolve_model`` under this configuration's rules."""
+        if not self.hosted:
+            return resolve_model(ref, backend)
+        ref = (ref or "").strip()
+        if backend == "remote" or (backend is None and ref.startswith("remote:")):
+            if not self.remote_base_url:
+                raise ModelNotFound("this hosted playground has no remote server configured")
+            return resolve_model(ref.removeprefix("remote:"), "remote")
+        catalog = load_catalog()
+        for spec in catalog:
+            if ref in (spec.name, spec.source) and spec.backend != "remote":
+                return spec
+        if ref in self.allowed_models:
+            return resolve_model(ref, None, catalog=[])
+        raise ModelNotFound(f"{ref!r} is not available here: this hosted playground only serves the models "
+                            "in its catalog")
+
+    def check_message(self, text: str) -> None:
+        if len(text) > self.max_message_chars:
+            raise PromptError(f"the message is {len(text):,} characters long; this playground accepts at most "
+                              f"{self.max_message_chars:,}")

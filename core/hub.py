@@ -61,7 +61,8 @@ def repo_files(repo_id: str) -> list[str]:
     try:
         from huggingface_hub import HfApi
 
-        return list(HfApi().list_repo_files(repo_id))
+        # model_info fails at once without a network; list_repo_files retries for ~25 s
+        return [sibling.rfilename for sibling in HfApi().model_info(repo_id).siblings or []]
     except Exception:  # offline, gated, missing: the cache may still know the files
         return _cached_repo_files(repo_id)
 

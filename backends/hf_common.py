@@ -1,26 +1,32 @@
 """What the transformers and GPTQ backends share: a model in transformers' ``generate`` world.
 
 :class:`HFBackend` holds the load skeleton (fetch, sanity checks, tokenizer, clear errors, a
-failed load leaves the previous model in place), ``describe`` and generation through
-:func:`backends.hf_generation.stream_generate`.  A subclass only says how to build the model
-(:meth:`HFBackend._load_model`) and what its quantization is (:meth:`HFBackend._quantization`).
+failed load leaves the previous model in place), ``describe``, token counting and perplexity,
+prompt encoding without role injection (``core.prompt``) and generation through
+:func:`backends.hf_generation.stream_generate`, reusing the previous turn's KV cache.  A subclass
+only says how to build the model (:meth:`HFBackend._load_model`) and what its quantization is
+(:meth:`HFBackend._quantization`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from backends.base import Backend, LoadOptions, ModelInfo, StopSignal, new_token_budget
+from backends.base import Backend, LoadOptions, ModelInfo, StopSignal, check_prompt_fits, new_token_budget
+from backends.hf_generation import PrefixCache
 from core.catalog import ModelSpec
 from core.chat import Message
-from core.errors import ModelLoadError, PlaygroundError
-from core.events import BackendItem
+from core.errors import ModelLoadError, PlaygroundError, PromptError
+from core.events import BackendItem, Perplexity
 from core.hub import ProgressFn, fetch_model
+from core.prompt import encode_segments, render_segments
 from core.settings import GenerationSettings
 from core.yarn import ORIGINAL_CONTEXT, rope_parameters_with_yarn
 
@@ -37,7 +43,7 @@ def read_config(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path / 'config.json'} is corrupt: {exc}") from None
 
 
-def check_safetensors(path: Path) -> None:
+def check_safetensors(path: Path, name: str) -> None:
     """Every ``*.safetensors`` file is as long as its header says (catches truncated downloads)."""
     for file in sorted(path.glob("*.safetensors")):
         try:
@@ -49,7 +55,7 @@ def check_safetensors(path: Path) -> None:
         except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError):
             complete = False
         if not complete:
-            raise ModelLoadError(f"{file} is truncated or corrupt: download the checkpoint again")
+            raise ModelLoadError(f"could not load {name}: {file} is truncated or corrupt; download it again")
 
 
 def apply_yarn(config: Any, factor: float) -> bool:
@@ -76,16 +82,22 @@ def rebuild_rotary_embeddings(model: Any) -> None:
 
 
 def import_gptqmodel() -> Any:
-    """Import gptqmodel without letting it move the Hugging Face cache.
+    """Import gptqmodel without side effects on the rest of the app (PITFALLS.md).
 
-    Its dependency tokenicer sets ``HF_HOME`` to a temp folder when it is unset (PITFALLS.md):
-    pin it to huggingface_hub's own default first.
+    - its dependency tokenicer sets ``HF_HOME`` to a temp folder when it is unset: pin it to
+      huggingface_hub's own default first, so the HF cache does not move;
+    - on a machine with fewer than 3 cores its default of 1 CPU worker makes quantization fail
+      ("Virtual pool 'model_loader:cpu' requests 2 workers"): ask for 2 unless the user chose;
+    - its start-up banner goes to stdout: send it to stderr (``chat --json`` prints JSON only).
     """
     if "HF_HOME" not in os.environ:
         from huggingface_hub import constants
 
         os.environ["HF_HOME"] = constants.HF_HOME
-    import gptqmodel
+    if (os.cpu_count() or 1) < 3:
+        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
+    with contextlib.redirect_stdout(sys.stderr):
+        import gptqmodel
 
     return gptqmodel
 
@@ -111,6 +123,7 @@ class HFBackend(Backend):
         self._device = "cpu"
         self._load_details: dict[str, Any] = {}
         self.load_s = 0.0
+        self._prefix_cache = PrefixCache()  # the previous turn's KV cache, reused by the next
 
     # -- what a subclass provides ------------------------------------------------------------
     def _check_checkpoint(self, path: Path, raw_config: dict[str, Any]) -> None:
@@ -136,7 +149,7 @@ class HFBackend(Backend):
             raise ModelLoadError(f"{path} is a single file; the {self.name} backend needs a checkpoint folder")
         raw_config = read_config(path)
         self._check_checkpoint(path, raw_config)
-        check_safetensors(path)
+        check_safetensors(path, spec.name)
         report(0.6, f"Loading {spec.name} with {self.library}")
         from transformers import AutoTokenizer
 
@@ -160,6 +173,7 @@ class HFBackend(Backend):
         report(1.0, f"{spec.name} ready")
 
     def unload(self) -> None:
+        self._prefix_cache.clear()
         self.model = self.tokenizer = None
         self.spec = None
         self._load_details = {}
@@ -198,18 +212,47 @@ class HFBackend(Backend):
             details={**details, **self._load_details},
         )
 
+    # -- scoring ---------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int | None:
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def perplexity(self, text: str) -> Perplexity:
+        import math
+
+        import torch
+
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False,
+                             split_special_tokens=True)["input_ids"]
+        n = int(ids.shape[1])
+        if n < 2:
+            raise PromptError("the text to score needs at least two tokens")
+        check_prompt_fits(n, self.context_window + 1)
+        with self._generation_lock, torch.inference_mode():
+            loss = float(self.model(input_ids=ids.to(self.model.device), labels=ids.to(self.model.device)).loss)
+        return Perplexity(perplexity=math.exp(loss), tokens=n - 1, mean_nll=loss)
+
     # -- generating ------------------------------------------------------------------------
     def render_prompt(self, messages: list[Message], thinking: bool) -> str:
         """The chat template's text for ``messages`` with the hard switch applied."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   enable_thinking=thinking)
 
+    def encode_prompt(self, messages: list[Message], thinking: bool) -> list[int]:
+        """Prompt token ids; what users typed never becomes control tokens (core.prompt)."""
+        tokenizer = self.tokenizer
+        reserved = [token.content for token in tokenizer.added_tokens_decoder.values()]
+        return encode_segments(
+            render_segments(lambda slotted: self.render_prompt(slotted, thinking), messages),
+            lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+            lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"],
+            reserved)
+
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
                   stop: StopSignal) -> Iterator[BackendItem]:
+        import torch
+
         from backends.hf_generation import stream_generate
 
-        prompt = self.render_prompt(messages, thinking)
-        input_ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        input_ids = torch.tensor([self.encode_prompt(messages, thinking)], device=self.model.device)
         budget = new_token_budget(int(input_ids.shape[1]), settings, self.context_window)
-        yield from stream_generate(self.model, self.tokenizer, input_ids.to(self.model.device),
-                                   settings, budget, stop)
+        yield from stream_generate(self.model, self.tokenizer, input_ids, settings, budget, stop, self._prefix_cache)

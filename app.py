@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -20,8 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     ui = sub.add_parser("ui", help="start the web UI (the default)")
-    ui.add_argument("--host", default="127.0.0.1", help="address to listen on [default: 127.0.0.1]")
-    ui.add_argument("--port", type=int, default=7860, help="port [default: 7860]")
+    # Spaces sets GRADIO_SERVER_NAME=0.0.0.0 (and the port); elsewhere only this machine can connect
+    ui.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                    help="address to listen on [default: $GRADIO_SERVER_NAME or 127.0.0.1]")
+    ui.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                    help="port [default: $GRADIO_SERVER_PORT or 7860]")
     ui.add_argument("--share", action="store_true", help="create a public gradio.live link")
     ui.add_argument("--model", default=None,
                     help="model to load at start [default: the first catalog model in the local cache, else tiny-bf16]")

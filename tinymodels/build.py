@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
+from transformers import (AutoModelForCausalLM, GenerationConfig, PretrainedConfig, PreTrainedModel,
+                          PreTrainedTokenizerBase, Qwen3Config)
 
 from .registry import register_format
 from .script import SCRIPTED_TEXT, TRAINING_CASES, ScriptedCase
@@ -27,6 +28,7 @@ MAX_STEPS = 1500
 SEED = 1234
 
 ProgressFn = Callable[[float, str], None]
+ConfigFn = Callable[[int, int, int], PretrainedConfig]  # (vocab_size, eos_id, pad_id) -> config
 
 # Where the last build's numbers land (the CLI and the report read it).
 BUILD_INFO_FILE = "tiny_build_info.json"
@@ -114,14 +116,18 @@ def row_margins(model: torch.nn.Module, rows: list[Row], pad_id: int) -> dict[st
 
 
 def train(
-    tokenizer: PreTrainedTokenizerBase, progress: Optional[ProgressFn] = None
-) -> tuple[Qwen3ForCausalLM, dict]:
-    """Train in float32 until every target token has margin >= MIN_MARGIN in bf16."""
+    tokenizer: PreTrainedTokenizerBase, progress: Optional[ProgressFn] = None, make_config: ConfigFn = model_config
+) -> tuple[PreTrainedModel, dict]:
+    """Train in float32 until every target token has margin >= MIN_MARGIN in bf16.
+
+    ``make_config`` picks the architecture (dense Qwen3 by default; ``tinymodels.moe`` passes a
+    Qwen3-MoE config): the model class comes from the config.
+    """
     torch.manual_seed(SEED)
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = model_config(len(tokenizer), eos_id, pad_id)
-    model = Qwen3ForCausalLM(config).float()
+    config = make_config(len(tokenizer), eos_id, pad_id)
+    model = AutoModelForCausalLM.from_config(config).float()
     rows = training_rows(tokenizer)
     ids, labels, mask = _batch(rows, pad_id)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0, betas=(0.9, 0.98))
@@ -144,7 +150,7 @@ def train(
         if step % 25 == 0:
             model.eval()
             with torch.no_grad():
-                bf16 = Qwen3ForCausalLM(config)
+                bf16 = type(model)(config)
                 bf16.load_state_dict(model.state_dict())
                 bf16 = bf16.to(torch.bfloat16)
                 per_row = row_margins(bf16, rows, pad_id)
@@ -170,14 +176,13 @@ def generation_config(eos_id: int, pad_id: int) -> GenerationConfig:
     )
 
 
-@register_format("bf16")
-def write_bf16(src: Path | None, dst: Path, progress: Optional[ProgressFn] = None) -> None:
-    """Train the tiny Qwen3 model and save it in bf16 (safetensors) with tokenizer."""
+def write_trained(dst: Path, make_config: ConfigFn = model_config, progress: Optional[ProgressFn] = None) -> None:
+    """Train a tiny model of ``make_config``'s architecture on the script; save it in bf16 with tokenizer."""
     threads = torch.get_num_threads()
     torch.set_num_threads(min(2, threads))  # the brief's budget: at most 2 cores
     try:
         tokenizer = train_tokenizer()
-        model, info = train(tokenizer, progress)
+        model, info = train(tokenizer, progress, make_config)
     finally:
         torch.set_num_threads(threads)
     model = model.to(torch.bfloat16)
@@ -186,3 +191,9 @@ def write_bf16(src: Path | None, dst: Path, progress: Optional[ProgressFn] = Non
     model.save_pretrained(dst, safe_serialization=True)
     save_tokenizer(tokenizer, dst)
     (dst / BUILD_INFO_FILE).write_text(json.dumps(info, indent=1))
+
+
+@register_format("bf16")
+def write_bf16(src: Path | None, dst: Path, progress: Optional[ProgressFn] = None) -> None:
+    """Train the tiny Qwen3 model and save it in bf16 (safetensors) with tokenizer."""
+    write_trained(dst, model_config, progress)

@@ -6,8 +6,8 @@ quantized experts of e.g. Qwen3-30B-A3B-GPTQ-Int4 really load; plain transformer
 random), and picks the best kernel for the hardware: Marlin/ExLlama-class kernels on CUDA; on CPU
 the ATen int4pack torch kernel for 4-bit GPTQ and AWQ.  8-bit GPTQ on CPU gets gptqmodel's CPU
 int8 kernel explicitly (its automatic choice there compiles with torch.compile, which is slow to
-start).  The rest (tokenizer, YaRN, describe, generation) is shared with the transformers backend
-(``backends.hf_common``).  The model's generation_config (gptqmodel saves ``do_sample: true``)
+start).  The rest (tokenizer, YaRN, describe, scoring, generation with KV reuse) is shared with
+the transformers backend (``backends.hf_common``).  The model's generation_config (gptqmodel saves ``do_sample: true``)
 never decides sampling: every setting is passed explicitly.
 """
 from __future__ import annotations

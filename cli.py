@@ -118,6 +118,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from core.chat import model_messages
     from core.events import AnswerDelta, ReasoningDelta
 
+    remote_defaults(args)  # --base-url alone means the remote backend, as for chat
     if not 1 <= len(args.models) <= 4:
         raise PlaygroundError("compare takes 1 to 4 models (--models A B C)")
     quantized = any(EntrySpec(m, args.backend).resolve().quantized for m in args.models)

@@ -66,13 +66,19 @@ def new_comparison(entries: list[EntrySpec], prompt: str, settings: GenerationSe
 
 
 def _run_entry(index: int, entry: EntrySpec, history: list[dict[str, str]], settings: GenerationSettings,
-               thinking: bool, system_prompt: str, acquire: Acquire, stop: threading.Event) -> Iterator[ColumnEvent]:
+               thinking: bool, system_prompt: str, acquire: Acquire, stop: threading.Event,
+               load_lock: threading.Lock) -> Iterator[ColumnEvent]:
     try:
         spec = entry.resolve()
-        backend_class(spec.backend)  # import the library before the clock starts: load time is the model's
-        started = time.perf_counter()
         progress_events: list[ColumnEvent] = []
-        with acquire(spec, entry.options, lambda f, m: progress_events.append(ColumnEvent(index, "loading", m))) as backend:
+        with contextlib.ExitStack() as lease:
+            with load_lock:  # the clock starts once it is this entry's turn to load
+                if stop.is_set():
+                    raise PlaygroundError("stopped before it started")
+                backend_class(spec.backend)  # import the library before the clock starts: load time is the model's
+                started = time.perf_counter()
+                backend = lease.enter_context(acquire(spec, entry.options, lambda f, m: progress_events.append(
+                    ColumnEvent(index, "loading", m))))
             yield from progress_events
             yield ColumnEvent(index, "loaded", (backend.describe().to_dict(), time.perf_counter() - started))
             for event in backend.stream_chat(history, settings, thinking=thinking,
@@ -90,6 +96,11 @@ def run_comparison(entries: list[EntrySpec], histories: list[list[dict[str, str]
                    concurrent: bool = False, stop: threading.Event | None = None) -> Iterator[ColumnEvent]:
     """Stream every entry's reply to its own conversation (``histories[i]`` ends with the prompt)."""
     stop = stop or threading.Event()
+    # The entries load one at a time, also "at the same time" (generation is what runs together):
+    # first-time library imports from two threads at once (transformers' lazy modules, needed by
+    # one entry's load while another's imports them) fail with "cannot import name ..."; and
+    # loads mostly compete for the same disk and memory anyway.
+    load_lock = threading.Lock()
     try:
         if not concurrent:
             for i, entry in enumerate(entries):
@@ -97,12 +108,14 @@ def run_comparison(entries: list[EntrySpec], histories: list[list[dict[str, str]
                     yield ColumnEvent(i, "error", "stopped before it started")
                     yield ColumnEvent(i, "done")
                     continue
-                yield from _run_entry(i, entry, histories[i], settings, thinking, system_prompt, acquire, stop)
+                yield from _run_entry(i, entry, histories[i], settings, thinking, system_prompt, acquire, stop,
+                                      load_lock)
             return
         events: queue.Queue[ColumnEvent] = queue.Queue()
 
         def worker(i: int, entry: EntrySpec) -> None:
-            for event in _run_entry(i, entry, histories[i], settings, thinking, system_prompt, acquire, stop):
+            for event in _run_entry(i, entry, histories[i], settings, thinking, system_prompt, acquire, stop,
+                                   load_lock):
                 events.put(event)
 
         threads = [threading.Thread(target=worker, args=(i, e), name=f"compare-{i}", daemon=True)

@@ -33,6 +33,8 @@ class EntryResult:
     error: str | None = None
     perplexity: dict[str, Any] | None = None
     history: list[dict[str, str]] = field(default_factory=list)  # this column's own conversation
+    # earlier turns of a multi-turn comparison: {"prompt", "reasoning", "answer", "stats", "error"}
+    turns: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, event: ChatEvent) -> None:
         if isinstance(event, ReasoningDelta):
@@ -85,6 +87,8 @@ class Comparison:
         """Add the user's message to every column's own conversation; return the histories."""
         for entry in self.entries:
             if entry.history and entry.history[-1]["role"] == "user":  # close the previous turn
+                entry.turns.append({"prompt": entry.history[-1]["content"], "reasoning": entry.reasoning,
+                                    "answer": entry.answer, "stats": entry.stats, "error": entry.error})
                 if entry.stats is not None:
                     entry.history.append({"role": "assistant", "content": entry.answer})
                 else:
@@ -148,6 +152,15 @@ class Comparison:
                 "memory_mib", "prefix_agreement", "answer_matches", "perplexity")) + " |")
         for entry in self.entries:
             lines += ["", f"## {entry.label}", ""]
+            for number, turn in enumerate(entry.turns, 1):
+                lines += [f"### Turn {number}: {turn['prompt']}", ""]
+                if turn.get("error"):
+                    lines += [f"**Error:** {turn['error']}", ""]
+                if turn.get("reasoning"):
+                    lines += ["<details><summary>Reasoning</summary>", "", turn["reasoning"], "", "</details>", ""]
+                lines += [turn.get("answer") or "_(no answer)_", ""]
+            if entry.turns:
+                lines += [f"### Turn {len(entry.turns) + 1}: {self.prompt}", ""]
             if entry.error:
                 lines += [f"**Error:** {entry.error}", ""]
             if entry.reasoning:

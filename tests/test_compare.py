@@ -114,3 +114,14 @@ def test_compare_command(fmt):
         assert all(row["prefix_agreement"] == 1.0 and row["perplexity"] < 1.5 for row in data["table"])
     else:
         assert result.stdout.startswith("# Comparison") and "| 2. tiny-fp8 |" in result.stdout
+
+
+def test_compare_command_base_url_alone_means_the_remote_backend():
+    """--base-url without --backend: every entry goes to that server (here: nothing listens)."""
+    result = subprocess.run([sys.executable, "app.py", "compare", "--models", "served-a", "served-b",
+                             "--prompt", "hi", "--base-url", "http://127.0.0.1:9/v1", "--json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    entries = json.loads(result.stdout)["entries"]
+    assert [e["backend"] for e in entries] == ["remote", "remote"]
+    assert all("cannot connect to the server at http://127.0.0.1:9/v1" in e["error"] for e in entries)

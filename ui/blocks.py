@@ -10,6 +10,8 @@ API endpoints (``gradio_client``):
 - ``/set_thinking``: thinking, model -> (preset, temperature, ..., seed, preset note)
 - ``/presets``: -> every preset with its mode and values
 - ``/models``: -> the catalog
+- the Compare tab's ``/compare``, ``/compare_follow_up``, ``/compare_perplexity``,
+  ``/compare_export`` and ``/compare_import``: see ``ui.compare_tab``
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from backends.pool import ModelPool
 from core.catalog import load_catalog
 from core.errors import PlaygroundError
 from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, stopped
+from ui.compare_tab import build_compare_tab, wire_compare_tab
 from ui.context import TINY_MODEL, TINY_NOTE, AppContext, StartModel, choose_start_model
 from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_on_page_load,
                             model_summary, pick_requested)
@@ -47,14 +50,19 @@ def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                chat = build_chat_tab()
-                info = gr.Markdown(model_summary(ctx, start.ref, 1.0), label="info", elem_id="model-info")
-            with gr.Column(scale=2, min_width=320):
-                models = build_model_panel(ctx, info)
-                settings = build_settings_panel(ctx, start_spec.quantized, start_thinking)
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        chat = build_chat_tab()
+                        info = gr.Markdown(model_summary(ctx, start.ref, 1.0), label="info", elem_id="model-info")
+                    with gr.Column(scale=2, min_width=320):
+                        models = build_model_panel(ctx, info)
+                        settings = build_settings_panel(ctx, start_spec.quantized, start_thinking)
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                compare = build_compare_tab(ctx)
         _wire(ctx, demo, chat, models, settings)
+        wire_compare_tab(ctx, compare)
     demo.ctx = ctx  # for tests and embedding: the pool and the start model
     return demo
 

@@ -1,0 +1,232 @@
+"""The Compare tab's handlers: run, follow up, stop, perplexity, export, import.
+
+The runner (``backends.compare_runner``) does the work; models come from the app's shared
+:class:`~backends.pool.ModelPool` (``acquire=pool.lease``), so the comparison and the chat share
+loaded models. One after another (the default), each entry is leased in turn: with fewer pool
+slots (``--max-models``) than entries, the least recently used idle model is unloaded when the
+next one has loaded, so memory holds at most two models at once and the table's load time shows
+every reload. At the same time, every entry is leased together: the pool holds them all while
+they run (above its cap) and trims back to ``--max-models`` afterwards.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from backends.base import LoadOptions
+from backends.compare_runner import EntrySpec, collect, new_comparison, run_comparison
+from core.compare import Comparison
+from core.errors import PlaygroundError
+from core.events import AnswerDelta
+from core.presets import default_preset_name
+from core.texts import TEXTS, scoring_text
+from ui.compare_view import (FINISHED, LOADING, MAX_ENTRIES, RUNNING, STOPPED, WAITING, chart_data, column_messages,
+                             results_table)
+from ui.context import AppContext
+
+AUTO_PRESET = "auto"  # the mode's card preset, its quantized variant when any entry is quantized
+UPDATE_EVERY_S = 0.05  # at most this often while tokens stream (every load, error and end at once)
+
+
+def render(comparison: Comparison | None, status: str, phases: list[str] | None = None,
+           thought_s: dict[int, float] | None = None) -> tuple[Any, ...]:
+    """Every output of a run: the columns, the table, the two charts, the status, the state."""
+    entries = comparison.entries if comparison else []
+    columns = []
+    for index in range(MAX_ENTRIES):
+        if index < len(entries):
+            phase = phases[index] if phases else FINISHED
+            columns.append(gr.Chatbot(column_messages(comparison, index, phase, (thought_s or {}).get(index)),
+                                      label=entries[index].label, visible=True))
+        else:  # an unused column: hidden while a comparison is shown, waiting for a pick otherwise
+            columns.append(gr.Chatbot([], label=f"Entry {index + 1}", visible=not entries))
+    return (*columns, results_table(comparison), chart_data(comparison, "tokens_per_s"),
+            chart_data(comparison, "memory_mib"), status, comparison)
+
+
+def picked_entries(slots: list[tuple[str | None, float | None]]) -> list[EntrySpec]:
+    """(model, YaRN factor) per slot -> entries; empty slots are skipped."""
+    entries = []
+    for model, factor in slots:
+        model = (model or "").strip()
+        if not model:
+            continue
+        factor = float(factor if factor not in (None, "") else 1.0)
+        try:
+            options = LoadOptions(yarn_factor=factor).validate()
+        except PlaygroundError as exc:
+            raise gr.Error(f"{model}: {exc}") from None
+        label = f"{len(entries) + 1}. {model}" + (f" (YaRN ×{factor:g})" if factor != 1.0 else "")
+        entries.append(EntrySpec(model, None, options, label))
+    if not 2 <= len(entries) <= MAX_ENTRIES:
+        raise gr.Error(f"Pick 2 to {MAX_ENTRIES} entries to compare (the same model twice is fine).")
+    return entries
+
+
+def comparison_entries(comparison: Comparison) -> list[EntrySpec]:
+    """The entries a comparison was made with (a follow-up continues them, whatever is picked)."""
+    return [EntrySpec(e.model, e.backend or None, LoadOptions(yarn_factor=float(e.yarn_factor or 1.0)), e.label)
+            for e in comparison.entries]
+
+
+def _quantized(entries: list[EntrySpec]) -> bool:
+    for entry in entries:
+        try:
+            if entry.resolve().quantized:
+                return True
+        except PlaygroundError:  # a bad entry fails in its own column, not here
+            continue
+    return False
+
+
+def make_compare_handlers(ctx: AppContext):
+    def settings_for(entries: list[EntrySpec], thinking: bool, preset: str | None, seed: Any,
+                     max_new_tokens: Any):
+        name = preset if preset and preset != AUTO_PRESET else default_preset_name(bool(thinking), _quantized(entries))
+        if name not in ctx.presets:
+            raise gr.Error(f"unknown preset {name!r}; available: {AUTO_PRESET}, {', '.join(ctx.presets)}")
+        changes: dict[str, Any] = {"seed": None if seed in (None, "") or float(seed) < 0 else int(seed)}
+        if max_new_tokens not in (None, "", 0):
+            changes["max_new_tokens"] = int(max_new_tokens)
+        try:
+            return ctx.presets[name].settings.with_updates(**changes).validate(bool(thinking))
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def run_turn(comparison: Comparison, entries: list[EntrySpec], prompt: str, settings, thinking: bool,
+                 system_prompt: str, concurrent: bool) -> Iterator[tuple[Any, ...]]:
+        """Stream one turn of every column; closing this generator (Stop) stops them all."""
+        histories = comparison.start_turn(prompt)
+        comparison.settings, comparison.thinking = settings.to_dict(), bool(thinking)
+        comparison.system_prompt = system_prompt or ""
+        count = len(entries)
+        phases = [LOADING if concurrent or i == 0 else WAITING for i in range(count)]
+        loaded_at: dict[int, float] = {}
+        thought_s: dict[int, float] = {}
+        mode = "at the same time" if concurrent else "one after another"
+        started = time.perf_counter()
+        yield render(comparison, f"Running {count} entries {mode}…", phases)
+        events = run_comparison(entries, histories, settings, bool(thinking), system_prompt=system_prompt or "",
+                                acquire=ctx.pool.lease, concurrent=bool(concurrent))
+        last = 0.0
+        try:
+            for event in events:
+                collect(comparison, (event,))
+                i = event.index
+                if event.kind == "loaded":
+                    phases[i], loaded_at[i] = RUNNING, time.perf_counter()
+                elif event.kind == "event" and isinstance(event.payload, AnswerDelta) and i not in thought_s:
+                    thought_s[i] = time.perf_counter() - loaded_at.get(i, started)
+                elif event.kind == "done":
+                    phases[i] = FINISHED
+                    if not concurrent and i + 1 < count:
+                        phases[i + 1] = LOADING
+                now = time.perf_counter()
+                if event.kind != "event" or now - last >= UPDATE_EVERY_S:
+                    last = now
+                    yield render(comparison, f"Running {count} entries {mode}…", phases, thought_s)
+        finally:  # Stop (Gradio closes this generator) or the end: the runner stops every column
+            events.close()
+        failed = sum(e.error is not None for e in comparison.entries)
+        note = f" ({failed} failed: see {'its' if failed == 1 else 'their'} column)" if failed else ""
+        yield render(comparison, f"Done in {time.perf_counter() - started:.1f} s{note}.", phases, thought_s)
+
+    def compare(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
+                model_4: str | None, yarn_4: float, prompt: str, system_prompt: str = "", thinking: bool = True,
+                preset: str = AUTO_PRESET, seed: int = 0, max_new_tokens: int = 32768, concurrent: bool = False,
+                comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
+        """A new comparison: ``prompt`` on 2-4 entries (model + YaRN factor; empty model = unused)."""
+        entries = picked_entries([(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
+        if not (prompt or "").strip():
+            raise gr.Error("Type a prompt first.")
+        settings = settings_for(entries, thinking, preset, seed, max_new_tokens)
+        fresh = new_comparison(entries, prompt, settings, bool(thinking), system_prompt or "")
+        yield from run_turn(fresh, entries, prompt, settings, thinking, system_prompt, concurrent)
+
+    def follow_up(prompt: str, system_prompt: str = "", thinking: bool = True, preset: str = AUTO_PRESET,
+                  seed: int = 0, max_new_tokens: int = 32768, concurrent: bool = False,
+                  comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
+        """Send ``prompt`` to every column's own conversation (the session's comparison's entries)."""
+        if comparison is None or not comparison.entries:
+            raise gr.Error("Start a comparison first (Compare), then follow up.")
+        if not (prompt or "").strip():
+            raise gr.Error("Type a follow-up message first.")
+        entries = comparison_entries(comparison)
+        settings = settings_for(entries, thinking, preset, seed, max_new_tokens)
+        yield from run_turn(comparison, entries, prompt, settings, thinking, system_prompt, concurrent)
+
+    def stopped(comparison: Comparison | None) -> tuple[Any, ...]:
+        """After Stop: columns without statistics are marked stopped, spinners close."""
+        if comparison is None:
+            return render(None, "Stopped.")
+        for entry in comparison.entries:
+            if entry.stats is None and entry.error is None and entry.history and entry.history[-1]["role"] == "user":
+                entry.error = STOPPED
+        return render(comparison, "Stopped: every entry's generation ended.")
+
+    def perplexity(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
+                   model_4: str | None, yarn_4: float, text: str = "tiny-script", pasted: str = "",
+                   comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
+        """Perplexity of a text (``pasted``, else a shipped one named ``text``) on every entry, into
+        the table. The session's comparison gets it if it has these entries; otherwise a new one."""
+        entries = picked_entries([(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
+        name = "pasted text" if (pasted or "").strip() else text
+        try:
+            body = scoring_text(pasted if (pasted or "").strip() else text)
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
+        same = comparison is not None and [(e.model, e.options.yarn_factor) for e in comparison_entries(comparison)] \
+            == [(e.model, e.options.yarn_factor) for e in entries]
+        if not same:
+            comparison = new_comparison(entries, "", ctx.presets[default_preset_name(True)].settings, True)
+        for index, (entry, result) in enumerate(zip(entries, comparison.entries)):
+            yield render(comparison, f"Scoring {name} on {result.label} ({index + 1} of {len(entries)})…")
+            try:
+                with ctx.pool.lease(entry.resolve(), entry.options, None) as backend:
+                    result.info = result.info or backend.describe().to_dict()
+                    result.perplexity = {**backend.perplexity(body).to_dict(), "text": name}
+            except PlaygroundError as exc:
+                result.error = result.error or f"perplexity: {exc}"
+        yield render(comparison, f"Perplexity of {name} on every entry (lower = the text is more expected).")
+
+    def export(comparison: Comparison | None) -> tuple[str, str]:
+        """The session's comparison as a JSON file and a Markdown file."""
+        if comparison is None:
+            raise gr.Error("Nothing to export yet: run a comparison first.")
+        folder = Path(tempfile.mkdtemp(prefix="qwen3-compare-"))
+        stamp = (comparison.created or time.strftime("%Y-%m-%dT%H:%M:%S"))[:19].replace(":", "-")
+        json_path, md_path = folder / f"comparison-{stamp}.json", folder / f"comparison-{stamp}.md"
+        json_path.write_text(comparison.to_json(), encoding="utf-8")
+        md_path.write_text(comparison.to_markdown(), encoding="utf-8")
+        return str(json_path), str(md_path)
+
+    def import_json(path: str | None) -> tuple[Any, ...]:
+        """Show a JSON export (columns, table, charts); follow-ups continue its entries."""
+        if not path:
+            raise gr.Error("Choose a JSON export to import.")
+        try:
+            comparison = Comparison.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError: a ValueError
+            raise gr.Error(f"Not a comparison export: {type(exc).__name__}: {exc}") from None
+        if not 1 <= len(comparison.entries) <= MAX_ENTRIES:
+            raise gr.Error(f"A comparison has 1 to {MAX_ENTRIES} entries; this one has {len(comparison.entries)}.")
+        pickers = []
+        for index in range(MAX_ENTRIES):
+            entry = comparison.entries[index] if index < len(comparison.entries) else None
+            pickers += [entry.model if entry else None, float(entry.yarn_factor or 1.0) if entry else 1.0]
+        return (*render(comparison, f"Imported the comparison of {comparison.created or 'an earlier run'}."), *pickers)
+
+    def clear() -> tuple[Any, ...]:
+        return render(None, "")
+
+    return compare, follow_up, stopped, perplexity, export, import_json, clear
+
+
+def text_choices() -> list[str]:
+    return list(TEXTS)

@@ -1,0 +1,155 @@
+"""The Compare tab: 2-4 entries answer one prompt side by side, with figures and exports.
+
+API endpoints (``gradio_client``; the session's comparison is kept between calls, per client):
+- ``/compare`` (streaming): model_1, yarn_1, ..., model_4, yarn_4 (empty model = unused), prompt,
+  system_prompt, thinking, preset ("auto" or a preset name), seed (-1 = random), max_new_tokens,
+  concurrent -> (column 1..4 messages, results table, tokens/s chart, memory chart, status)
+- ``/compare_follow_up`` (streaming): prompt, system_prompt, thinking, preset, seed,
+  max_new_tokens, concurrent -> the same; every column continues its own conversation
+- ``/compare_perplexity`` (streaming): the eight entry fields, text (a shipped text's name),
+  pasted (wins when not empty) -> the same
+- ``/compare_export``: -> (JSON file, Markdown file)
+- ``/compare_import``: a JSON export -> the same as /compare, then the eight entry fields
+Cancelling a /compare or /compare_follow_up job (the Stop button) stops every column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from core.settings import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
+from core.yarn import MAX_FACTOR
+from ui.compare_handlers import AUTO_PRESET, make_compare_handlers, text_choices
+from ui.compare_view import MAX_ENTRIES, TABLE_HEADERS
+from ui.context import AppContext
+from ui.formatting import THINKING_INFO
+
+POOL_NOTE = ("Models come from the same pool as the chat (at most {slots} kept loaded, `--max-models`). "
+             "One after another, each entry loads when its turn comes and an idle model is unloaded to make "
+             "room, so load times show in the table; at the same time, all entries are in memory together.")
+
+
+@dataclass
+class CompareTab:
+    models: list[gr.Dropdown]
+    yarns: list[gr.Number]
+    columns: list[gr.Chatbot]
+    prompt: gr.Textbox
+    system_prompt: gr.Textbox
+    thinking: gr.Checkbox
+    preset: gr.Dropdown
+    seed: gr.Number
+    max_new_tokens: gr.Number
+    concurrent: gr.Checkbox
+    compare: gr.Button
+    follow_up: gr.Button
+    stop: gr.Button
+    clear: gr.Button
+    status: gr.Markdown
+    table: gr.Dataframe
+    tokens_chart: gr.BarPlot
+    memory_chart: gr.BarPlot
+    text: gr.Dropdown
+    pasted: gr.Textbox
+    score: gr.Button
+    export: gr.Button
+    json_file: gr.File
+    markdown_file: gr.File
+    import_file: gr.File
+    state: gr.State
+
+
+def build_compare_tab(ctx: AppContext) -> CompareTab:
+    choices = ctx.catalog_choices()
+    in_catalog = any(value == ctx.start.ref for _, value in choices)
+    gr.Markdown("Run one prompt on 2 to 4 models (formats, backends, YaRN factors) and compare answers, "
+                "reasoning, speed and memory. The first entry is the reference for agreement.")
+    models, yarns = [], []
+    with gr.Row(equal_height=True):
+        for index in range(MAX_ENTRIES):
+            with gr.Column(min_width=200):
+                models.append(gr.Dropdown(choices=choices, value=ctx.start.ref if index == 0 and in_catalog else None,
+                                          allow_custom_value=True, label=f"Entry {index + 1}",
+                                          info="catalog, or type a Hub repo id / local path",
+                                          elem_id=f"compare-model-{index + 1}"))
+                yarns.append(gr.Number(value=1.0, minimum=1.0, maximum=MAX_FACTOR, step=0.5,
+                                       label="YaRN factor (1 = off)", elem_id=f"compare-yarn-{index + 1}"))
+    with gr.Row(equal_height=False):
+        columns = [gr.Chatbot([], label=f"Entry {i + 1}", height=440, elem_id=f"compare-column-{i + 1}",
+                              buttons=["copy"], placeholder="Pick a model above, type a prompt, press **Compare**.")
+                   for i in range(MAX_ENTRIES)]
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", lines=2, scale=5, elem_id="compare-prompt",
+                            placeholder="One prompt for every entry; a follow-up continues every column")
+        with gr.Column(scale=1, min_width=160):
+            compare = gr.Button("Compare", variant="primary", elem_id="compare-send")
+            follow_up = gr.Button("Follow up", elem_id="compare-follow-up")
+            stop = gr.Button("Stop", variant="stop", elem_id="compare-stop")
+    status = gr.Markdown("", elem_id="compare-status")
+    with gr.Accordion("Settings (the same for every entry)", open=True):
+        with gr.Row():
+            thinking = gr.Checkbox(value=True, label="Thinking", info=THINKING_INFO, elem_id="compare-thinking")
+            concurrent = gr.Checkbox(value=False, label="Run at the same time", elem_id="compare-concurrent",
+                                     info="Off: one after another, for fair timing on one device")
+            preset = gr.Dropdown(choices=[AUTO_PRESET, *ctx.presets], value=AUTO_PRESET, label="Preset",
+                                 info="auto: the mode's card preset (quantized variant if any entry is quantized)",
+                                 elem_id="compare-preset")
+            seed = gr.Number(value=0, precision=0, minimum=-1, label="seed", info="-1 = random",
+                             elem_id="compare-seed")
+            max_new_tokens = gr.Number(value=DEFAULT_MAX_NEW_TOKENS, precision=0, minimum=1,
+                                       maximum=MAX_NEW_TOKENS_LIMIT, label="max new tokens",
+                                       elem_id="compare-max-new-tokens")
+        system_prompt = gr.Textbox(label="System prompt", lines=1, placeholder="Optional",
+                                   elem_id="compare-system-prompt")
+        gr.Markdown(POOL_NOTE.format(slots=ctx.pool.max_models))
+    table = gr.Dataframe(value=None, headers=TABLE_HEADERS, label="Results (agreement: vs the first entry)",
+                         interactive=False, wrap=True, elem_id="compare-table")
+    with gr.Row():
+        tokens_chart = gr.BarPlot(None, x="entry", y="tokens_per_s", y_title="tokens/s", y_lim=[0, None],
+                                  title="Speed", elem_id="compare-speed-chart", height=240)
+        memory_chart = gr.BarPlot(None, x="entry", y="memory_mib", y_title="MiB", y_lim=[0, None],
+                                  title="Memory taken by the model", elem_id="compare-memory-chart", height=240)
+    with gr.Accordion("Perplexity (quality in numbers)", open=False):
+        with gr.Row():
+            text = gr.Dropdown(choices=text_choices(), value="tiny-script", label="Shipped text",
+                               elem_id="compare-text")
+            pasted = gr.Textbox(label="…or paste a text", lines=3, scale=3, elem_id="compare-pasted")
+        score = gr.Button("Score perplexity on every entry", elem_id="compare-perplexity")
+    with gr.Accordion("Export / import", open=False):
+        with gr.Row():
+            export = gr.Button("Export JSON + Markdown", elem_id="compare-export")
+            clear = gr.Button("Clear", elem_id="compare-clear")
+        with gr.Row():
+            json_file = gr.File(label="JSON", interactive=False, elem_id="compare-json")
+            markdown_file = gr.File(label="Markdown", interactive=False, elem_id="compare-markdown")
+            import_file = gr.File(label="Import a JSON export", file_types=[".json"], type="filepath",
+                                  elem_id="compare-import")
+    state = gr.State(None)
+    return CompareTab(models, yarns, columns, prompt, system_prompt, thinking, preset, seed, max_new_tokens,
+                      concurrent, compare, follow_up, stop, clear, status, table, tokens_chart, memory_chart, text,
+                      pasted, score, export, json_file, markdown_file, import_file, state)
+
+
+def wire_compare_tab(ctx: AppContext, tab: CompareTab) -> None:
+    compare, follow_up, stopped, perplexity, export, import_json, clear = make_compare_handlers(ctx)
+    entries = [field for pair in zip(tab.models, tab.yarns) for field in pair]
+    settings = [tab.prompt, tab.system_prompt, tab.thinking, tab.preset, tab.seed, tab.max_new_tokens,
+                tab.concurrent]
+    outputs = [*tab.columns, tab.table, tab.tokens_chart, tab.memory_chart, tab.status, tab.state]
+    runs = [
+        tab.compare.click(compare, [*entries, *settings, tab.state], outputs, api_name="compare",
+                          show_progress="minimal"),
+        tab.follow_up.click(follow_up, [*settings, tab.state], outputs, api_name="compare_follow_up",
+                            show_progress="minimal"),
+        tab.score.click(perplexity, [*entries, tab.text, tab.pasted, tab.state], outputs,
+                        api_name="compare_perplexity", show_progress="minimal"),
+    ]
+    # Stop cancels the run (Gradio closes its generator, whose finally stops every column), then
+    # marks the columns it cut short
+    tab.stop.click(None, None, None, cancels=runs).then(stopped, [tab.state], outputs, queue=False,
+                                                         api_visibility="private", show_progress="hidden")
+    tab.export.click(export, [tab.state], [tab.json_file, tab.markdown_file], api_name="compare_export")
+    tab.import_file.upload(import_json, [tab.import_file], [*outputs, *entries], api_name="compare_import")
+    tab.clear.click(clear, None, outputs, queue=False, api_visibility="private", show_progress="hidden")
+

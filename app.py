@@ -28,9 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="port [default: $GRADIO_SERVER_PORT or 7860]")
     ui.add_argument("--share", action="store_true", help="create a public gradio.live link")
     ui.add_argument("--model", default=None,
-                    help="model to load at start [default: the first catalog model in the local cache, else tiny-bf16]")
-    ui.add_argument("--max-models", type=int, default=1,
-                    help="models kept loaded at once, shared by all sessions [default: 1]")
+                    help="model sessions start on, loaded in the background once the UI is up [default: "
+                         "$QWEN3_PLAYGROUND_MODEL, else the first catalog model in the local cache, else tiny-bf16]")
+    ui.add_argument("--max-models", type=int, default=None,
+                    help="models kept loaded at once, shared by all sessions; past it the least recently "
+                         "used idle model is unloaded [default: $QWEN3_PLAYGROUND_MAX_MODELS or 1]")
+    ui.add_argument("--hosted", action="store_true",
+                    help="hosted mode for serving strangers: catalog models only, the host's remote server "
+                         "only, size limits [default: on when $SPACE_ID is set (Hugging Face Spaces)]")
     ui.add_argument("--concurrency", type=int, default=4, help="requests served at once [default: 4]")
 
     chat = sub.add_parser("chat", help="chat once from the command line")

@@ -11,6 +11,8 @@ to every session that asks for the same key.
 - At most ``max_models`` stay loaded (default 1: models are big); the least recently used model
   that no generation is using is unloaded to make room (it is loaded again the next time a
   session needs it). A model busy generating is unloaded when its generation ends.
+- ``admit`` (optional) vets every model before it loads: hosted mode refuses anything outside its
+  catalog there, whichever panel asked.
 """
 from __future__ import annotations
 
@@ -54,11 +56,13 @@ def _default_factory(name: str) -> Backend:
 class ModelPool:
     """Loads models on demand and shares them; see the module docstring."""
 
-    def __init__(self, max_models: int = 1, factory: Callable[[str], Backend] | None = None) -> None:
+    def __init__(self, max_models: int = 1, factory: Callable[[str], Backend] | None = None,
+                 admit: Callable[[ModelSpec, LoadOptions], None] | None = None) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.max_models = max_models
         self._factory = factory or _default_factory
+        self.admit = admit  # raises a PlaygroundError for a model that must not load
         self._lock = threading.Lock()
         self._entries: dict[PoolKey, _Entry] = {}
 
@@ -93,6 +97,8 @@ class ModelPool:
     @contextmanager
     def _lease(self, spec: ModelSpec, options: LoadOptions, progress: ProgressFn | None) -> Iterator[Backend]:
         options = options.validate()
+        if self.admit is not None:
+            self.admit(spec, options)
         key = PoolKey.of(spec, options)
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())

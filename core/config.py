@@ -9,7 +9,7 @@ Hosted mode (on by default on Hugging Face Spaces, ``--hosted`` elsewhere) serve
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,6 +17,7 @@ from core.catalog import ModelSpec, load_catalog, resolve_model
 from core.errors import InvalidSettings, ModelNotFound, PromptError
 
 ENV_PREFIX = "QWEN3_PLAYGROUND_"
+CONVERSATION_FACTOR = 10  # a conversation may hold up to 10 messages' worth of text
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -62,10 +63,18 @@ class AppConfig:
         return os.environ.get(self.remote_api_key_env)
 
     def resolve(self, ref: str, backend: str | None = None) -> ModelSpec:
-        """``core.catalog.resolve_model`` under this configuration's rules."""
-        if not self.hosted:
-            return resolve_model(ref, backend)
+        """``core.catalog.resolve_model`` under this configuration's rules.
+
+        ``remote:<served model>`` names a model on the host's remote server
+        (``QWEN3_PLAYGROUND_REMOTE_URL``), hosted or not: a page never supplies a URL.
+        """
         ref = (ref or "").strip()
+        if not self.hosted:
+            if backend is None and ref.startswith("remote:"):
+                if not self.remote_base_url:
+                    raise ModelNotFound("no remote server is configured: set QWEN3_PLAYGROUND_REMOTE_URL")
+                return resolve_model(ref.removeprefix("remote:"), "remote")
+            return resolve_model(ref, backend)
         if backend == "remote" or (backend is None and ref.startswith("remote:")):
             if not self.remote_base_url:
                 raise ModelNotFound("this hosted playground has no remote server configured")
@@ -79,7 +88,44 @@ class AppConfig:
         raise ModelNotFound(f"{ref!r} is not available here: this hosted playground only serves the models "
                             "in its catalog")
 
+    def check_spec(self, spec: ModelSpec, base_url: str | None = None) -> None:
+        """Refuse (``ModelNotFound``) a resolved model hosted mode does not serve, whatever path
+        produced it: the model pool calls this before every load (defence in depth)."""
+        if not self.hosted:
+            return
+        if spec.backend == "remote":
+            if not self.remote_base_url:
+                raise ModelNotFound("this hosted playground has no remote server configured")
+            if base_url != self.remote_base_url:
+                raise ModelNotFound("this hosted playground only talks to the remote server its host configured")
+            return
+        for entry in load_catalog():
+            if entry.backend != "remote" and (spec.source, spec.filename) == (entry.source, entry.filename):
+                return
+        if spec.source in self.allowed_models:
+            return
+        raise ModelNotFound(f"{spec.source!r} is not available here: this hosted playground only serves the "
+                            "models in its catalog")
+
     def check_message(self, text: str) -> None:
         if len(text) > self.max_message_chars:
             raise PromptError(f"the message is {len(text):,} characters long; this playground accepts at most "
                               f"{self.max_message_chars:,}")
+
+    @property
+    def max_conversation_chars(self) -> int:
+        """The whole conversation sent with one request (earlier turns included)."""
+        return CONVERSATION_FACTOR * self.max_message_chars
+
+    def check_conversation(self, texts: Sequence[str]) -> None:
+        """Refuse (``PromptError``) before any compute: a message over the size limit, or a
+        conversation (system prompt and every message's text) over ``max_conversation_chars``."""
+        for i, text in enumerate(texts):
+            if len(text) > self.max_message_chars:
+                which = "the message" if i == len(texts) - 1 else f"message {i + 1} of the conversation"
+                raise PromptError(f"{which} is {len(text):,} characters long; this playground accepts at most "
+                                  f"{self.max_message_chars:,}")
+        total = sum(len(text) for text in texts)
+        if total > self.max_conversation_chars:
+            raise PromptError(f"the conversation is {total:,} characters long; this playground accepts at most "
+                              f"{self.max_conversation_chars:,}: clear the chat or export it and start again")

@@ -10,6 +10,8 @@ API endpoints (``gradio_client``):
 - ``/set_thinking``: thinking, model -> (preset, temperature, ..., seed, preset note)
 - ``/presets``: -> every preset with its mode and values
 - ``/models``: -> the catalog
+- ``/chat_export``: history, model -> (JSON file, Markdown file); ``/chat_import``: file,
+  history -> history (the current history if the file is not a chat: the error says why)
 - the Compare tab's ``/compare``, ``/compare_follow_up``, ``/compare_perplexity``,
   ``/compare_export`` and ``/compare_import``: see ``ui.compare_tab``
 """
@@ -21,11 +23,12 @@ import gradio as gr
 
 from backends.pool import ModelPool
 from core.catalog import load_catalog
+from core.config import AppConfig
 from core.errors import PlaygroundError
-from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, stopped
+from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, stopped, wire_persistence
 from ui.compare_tab import build_compare_tab, wire_compare_tab
-from ui.context import TINY_MODEL, TINY_NOTE, AppContext, StartModel, choose_start_model
-from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_on_page_load,
+from ui.context import TINY_MODEL, TINY_NOTE, AppContext, StartModel, Warmup, choose_start_model
+from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_page_start,
                             model_summary, pick_requested)
 from ui.settings_panel import preset_label, build_settings_panel, wire_settings_panel
 
@@ -33,13 +36,21 @@ TITLE = "Qwen3 Playground"
 
 
 def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
-              start_model: str | None = None) -> gr.Blocks:
+              start_model: str | None = None, config: AppConfig | None = None,
+              warm_up: bool = False) -> gr.Blocks:
     """The playground's Blocks. ``pool`` is shared by every session (a new one if None);
-    ``start`` (or ``start_model``, a model reference) is what a new session starts on."""
+    ``start`` (or ``start_model``, a model reference) is what a new session starts on;
+    ``config`` the app's rules (``AppConfig.from_env()`` if None: hosted on Spaces);
+    ``warm_up``: ``demo.ctx.warmup`` is set to load the start model in the background (started
+    by the caller once the server is up)."""
+    config = config or AppConfig.from_env()
     catalog = load_catalog()
     if start is None:
         start = choose_start_model(start_model, catalog)
-    ctx = AppContext(pool=pool or ModelPool(), start=start, catalog=catalog)
+    pool = pool or ModelPool(max_models=config.max_models)
+    ctx = AppContext(pool=pool, start=start, catalog=catalog, config=config)
+    if config.hosted and pool.admit is None:
+        pool.admit = ctx.admit  # every load, from any tab, is vetted against hosted mode's rules
     try:
         start_spec = ctx.resolve(start.ref)
     except PlaygroundError as exc:  # a bad --model: say why, start on the tiny model
@@ -47,6 +58,8 @@ def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
         ctx.start = start = StartModel(TINY_MODEL, note)
         start_spec = ctx.resolve(TINY_MODEL)
     start_thinking = {"always": True, "never": False}.get(start_spec.thinking, True)
+    if warm_up:
+        ctx.warmup = Warmup(ctx, start.ref)
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}")
@@ -121,8 +134,11 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
                   show_progress="hidden")
 
     wire_settings_panel(ctx, settings, models.model)
-    demo.load(make_on_page_load(ctx), [models.model, models.yarn_factor], [models.status, models.info],
-              api_visibility="private", show_progress_on=[models.status])
+    # the start model's background load, with its progress (no concurrency limit: it only waits)
+    demo.load(make_page_start(ctx), [models.model, models.yarn_factor],
+              [models.status, models.info, models.model, models.current], api_visibility="private",
+              show_progress_on=[models.status], concurrency_limit=None)
+    wire_persistence(demo, chat, models.model)
 
     def presets() -> dict[str, Any]:
         """Every sampling preset: mode, description and values."""

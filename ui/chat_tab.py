@@ -6,17 +6,20 @@ this generator) stops the computation.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
+from core import chat_io
 from core.chat import content_text
 from core.errors import PlaygroundError
 from core.events import AnswerDelta, GenerationStats, ReasoningDelta, Reply
-from ui.context import AppContext, gradio_progress
+from ui.context import AppContext, gradio_progress, plain_history
 from ui.formatting import (answer_message, close_pending_thoughts, error_message, finish_thought, info_message,
                            is_pending_thought, split_last_turn, stats_details, stats_line, thought_message,
                            user_message, values_to_settings)
@@ -32,6 +35,11 @@ class ChatTab:
     stop: gr.Button
     regenerate: gr.Button
     clear: gr.Button
+    export: gr.Button
+    import_file: gr.UploadButton
+    json_file: gr.File
+    markdown_file: gr.File
+    autosave: gr.Timer  # copies the chat into the browser's localStorage (no server round trip)
 
 
 def build_chat_tab() -> ChatTab:
@@ -47,7 +55,44 @@ def build_chat_tab() -> ChatTab:
     with gr.Row():
         regenerate = gr.Button("Regenerate", size="sm", elem_id="regenerate")
         clear = gr.Button("Clear", size="sm", elem_id="clear")
-    return ChatTab(chatbot, message, send, stop, regenerate, clear)
+        export = gr.Button("Export chat", size="sm", elem_id="export-chat")
+        import_file = gr.UploadButton("Import chat", size="sm", file_types=[".json", ".md"], file_count="single",
+                                      type="filepath", elem_id="import-chat")
+    with gr.Row():
+        json_file = gr.File(label="Chat (JSON)", visible=False, interactive=False, elem_id="chat-json")
+        markdown_file = gr.File(label="Chat (Markdown)", visible=False, interactive=False, elem_id="chat-markdown")
+    autosave = gr.Timer(AUTOSAVE_S)
+    return ChatTab(chatbot, message, send, stop, regenerate, clear, export, import_file, json_file, markdown_file,
+                   autosave)
+
+
+# The chat kept in the browser's localStorage, as the JSON of the chat's messages, under one key
+# per site: it survives a reload and a restart of the server, and never leaves the user's browser
+# except in that user's own requests. (Gradio's BrowserState is not used: its change events miss
+# the streamed updates of a reply, and a chat's initial empty value can overwrite the stored
+# chat before it is read back.) A timer copies the chat while a reply streams: the browser
+# itself does it, no request reaches the server; a copy is written only when the chat changed.
+STORAGE_KEY = "qwen3-playground-chat"
+AUTOSAVE_S = 1.0
+SAVE_JS = f"""(history) => {{
+  if (window.__qwen3ChatRestored) {{
+    const text = JSON.stringify(history ?? []);
+    if (text !== window.__qwen3ChatSaved) {{
+      try {{ localStorage.setItem("{STORAGE_KEY}", text); window.__qwen3ChatSaved = text; }}
+      catch (error) {{ console.error("could not keep the chat in localStorage", error); }}
+    }}
+  }}
+  return [];
+}}"""
+READ_JS = f"""(history) => {{
+  let saved = [];
+  try {{ saved = JSON.parse(localStorage.getItem("{STORAGE_KEY}") || "[]"); }}
+  catch (error) {{ console.error("the chat kept in localStorage is unreadable", error); }}
+  return [saved];
+}}"""
+RESTORED_JS = "() => { window.__qwen3ChatRestored = true; return []; }"
+INTERRUPTED_TITLE = "Interrupted"
+INTERRUPTED_NOTE = "The page was closed or reloaded before this reply ended; what had streamed is kept."
 
 
 def stream_reply(ctx: AppContext, history: History, system_prompt: str, thinking: bool,
@@ -56,19 +101,22 @@ def stream_reply(ctx: AppContext, history: History, system_prompt: str, thinking
     """Stream the assistant's turn for ``history`` (which ends with the user's message).
 
     Yields the whole history after each change: a thought message ("Thinking…", pending) that
-    collapses to "Thought for N s" when the answer starts, the answer, then a stats note. A
-    ``PlaygroundError`` becomes an error note; everything before it is kept.
+    collapses to "Thought for N s" when the answer starts, the answer, then a stats note. The
+    request is checked first (sizes, settings, model: ``AppContext.check_request``), before any
+    model loads. A failure becomes an error note; everything before it (a partial reply too)
+    is kept, and the note says the reply was cut short.
     """
     thought: dict[str, Any] | None = None
     answer: dict[str, Any] | None = None
     reply = Reply()
     started = time.perf_counter()
     try:
-        settings = values_to_settings(*settings_values)  # validated by stream_chat
-        with ctx.lease(model, float(yarn_factor or 1.0), gradio_progress(progress) if progress else None) as backend:
+        request = ctx.check_request(history, system_prompt, thinking, settings_values, model, yarn_factor)
+        with ctx.lease(model, request.yarn_factor, gradio_progress(progress) if progress else None) as backend:
             started = time.perf_counter()
-            stream = backend.stream_chat(history, settings, thinking=bool(thinking),
-                                         system_prompt=system_prompt or None)
+            stream = ctx.generate(model, request.yarn_factor, plain_history(history), request.settings.to_dict(),
+                                  bool(thinking), system_prompt or None,
+                                  max_new_tokens=request.settings.max_new_tokens)
             try:
                 for event in stream:
                     reply.add(event)
@@ -96,12 +144,16 @@ def stream_reply(ctx: AppContext, history: History, system_prompt: str, thinking
             history.append(answer_message(""))
         history.append(info_message(stats_line(reply.stats), stats_details(reply.stats, summary)))
         yield history
-    except PlaygroundError as exc:
+    except Exception as exc:  # PlaygroundError: said plainly; anything else: a bug or a lost GPU slot
         if thought is not None and is_pending_thought(thought):
             finish_thought(thought, time.perf_counter() - started, cut_off=True)
-        gr.Warning(str(exc))
-        history.append(error_message(exc))
+        message = str(exc) if isinstance(exc, PlaygroundError) else f"unexpected error: {type(exc).__name__}: {exc}"
+        gr.Warning(message)
+        history.append(error_message(message + (CUT_SHORT if thought is not None or answer is not None else "")))
         yield history
+
+
+CUT_SHORT = "\n\nThe reply above was cut short by this error; what it had streamed is kept."
 
 
 def _summary(backend: Any) -> str:
@@ -140,6 +192,12 @@ def make_chat_handlers(ctx: AppContext):
             gr.Warning("Type a message first.")
             yield list(history or [])
             return
+        try:  # a message over the size limit is refused as it arrives (not echoed back)
+            ctx.config.check_message(text)
+        except PlaygroundError as exc:
+            gr.Warning(str(exc))
+            yield [*(history or []), error_message(exc)]
+            return
         history = [*(history or []), user_message(text)]
         yield history
         values = (temperature, top_p, top_k, min_p, presence_penalty, max_new_tokens, seed)
@@ -163,6 +221,11 @@ def make_chat_handlers(ctx: AppContext):
     def submit(message: str, history: History) -> tuple[str, History]:
         text = content_text(message)
         if not text.strip():
+            return message, list(history or [])
+        try:  # too long: it stays in the box (to shorten), the chat is unchanged
+            ctx.config.check_message(text)
+        except PlaygroundError as exc:
+            gr.Warning(str(exc))
             return message, list(history or [])
         return "", [*(history or []), user_message(text)]
 
@@ -196,3 +259,76 @@ def stopped(history: History) -> History:
 
 def clear() -> tuple[History, str]:
     return [], ""
+
+
+# -- not losing anything: the browser keeps the chat; export / import ---------------------
+def restore(saved: Any) -> History:
+    """The chat kept in the browser, as the page (re)opens. A reply that was still streaming
+    when the page went away is kept and marked "Interrupted"."""
+    try:
+        history = chat_io.normalise(saved or [])
+    except PlaygroundError:  # unreadable storage (another version): start empty rather than fail
+        return []
+    return mark_interrupted(history)
+
+
+def mark_interrupted(history: History) -> History:
+    if not history:
+        return history
+    last = history[-1]
+    metadata = last.get("metadata") or {}
+    # a finished reply ends with a note (stats, error, "Stopped"); a bare answer, a reasoning
+    # panel or the user's message means the page went away mid-reply
+    if last["role"] == "user" or not metadata.get("title") or str(metadata["title"]).startswith("Thought"):
+        history.append(info_message(INTERRUPTED_TITLE, INTERRUPTED_NOTE))
+    return history
+
+
+def export_chat(history: History, model: str = "") -> tuple[gr.File, gr.File]:
+    """The chat as a JSON file and a Markdown file (the Markdown imports back too)."""
+    if not history:
+        raise gr.Error("Nothing to export yet: the chat is empty.")
+    folder = Path(tempfile.mkdtemp(prefix="qwen3-chat-"))
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
+    json_path, md_path = folder / f"chat-{stamp}.json", folder / f"chat-{stamp}.md"
+    try:
+        json_path.write_text(chat_io.to_json(history, model or None), encoding="utf-8")
+        md_path.write_text(chat_io.to_markdown(history, model or None), encoding="utf-8")
+    except PlaygroundError as exc:
+        raise gr.Error(f"Could not export the chat: {exc}") from None
+    return gr.File(str(json_path), visible=True), gr.File(str(md_path), visible=True)
+
+
+def import_chat(path: str | None, history: History = None) -> History:
+    """Replace the chat with an exported one (JSON or Markdown). A file that is not a chat
+    (invalid UTF-8, malformed JSON...) is refused with the reason; the current chat stays."""
+    if not path:
+        raise gr.Error("Choose a chat file (.json or .md) to import.")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise gr.Error(f"Could not read the file: {exc}") from None
+    try:
+        imported = chat_io.parse(data)
+    except PlaygroundError as exc:
+        raise gr.Error(f"Could not import {Path(path).name}: {exc}. The current chat is unchanged.") from None
+    gr.Info(f"Imported {len(imported)} messages from {Path(path).name}.")
+    return imported
+
+
+def wire_persistence(demo: gr.Blocks, chat: ChatTab, model: gr.components.Component) -> None:
+    """Reload keeps the chat (the browser's localStorage), export / import (also
+    ``/chat_export`` and ``/chat_import`` in the API)."""
+    # the page (re)opens: the kept chat goes through ``restore`` (checked, a cut reply marked);
+    # only then does saving start, so the empty chat of a fresh page never overwrites it
+    demo.load(restore, [chat.chatbot], [chat.chatbot], js=READ_JS, queue=False, api_visibility="private",
+              show_progress="hidden").then(None, None, None, js=RESTORED_JS, queue=False,
+                                           api_visibility="private", show_progress="hidden")
+    chat.chatbot.change(None, [chat.chatbot], None, js=SAVE_JS, queue=False, api_visibility="private",
+                        show_progress="hidden")
+    chat.autosave.tick(None, [chat.chatbot], None, js=SAVE_JS, queue=False, api_visibility="private",
+                       show_progress="hidden")
+    chat.export.click(export_chat, [chat.chatbot, model], [chat.json_file, chat.markdown_file],
+                      api_name="chat_export", show_progress="hidden")
+    chat.import_file.upload(import_chat, [chat.import_file, chat.chatbot], [chat.chatbot], api_name="chat_import",
+                            show_progress="hidden")

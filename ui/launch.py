@@ -1,4 +1,10 @@
-"""``python app.py [ui] --host --port --share --model``: build the Blocks, preload, serve."""
+"""``python app.py [ui] --host --port --share --model --hosted --max-models``: build the Blocks,
+serve at once, load the start model in the background.
+
+Start-up stays fast: nothing heavy (torch, transformers, llama.cpp) is imported before the UI is
+up. The start model then loads in a background thread; pages opened meanwhile show its progress
+(``ui.model_panel.make_page_start``), and a message sent meanwhile waits for the same load.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from backends.base import LoadOptions
 from backends.pool import ModelPool
 from core.catalog import load_catalog, resolve_model
+from core.config import AppConfig
 from core.errors import PlaygroundError
 from ui.context import TINY_MODEL, TINY_NOTE, StartModel, choose_start_model
 
@@ -18,7 +25,8 @@ DEFAULT_CONCURRENCY = 4  # chats wait for their model's generation lock; loads r
 
 
 def preload(pool: ModelPool, start: StartModel, log=print) -> StartModel:
-    """Load the start model before serving; if it fails, start on the tiny model and say why."""
+    """Load the start model now (blocking); if it fails, start on the tiny model and say why.
+    (The web UI loads in the background instead: see :class:`ui.context.Warmup`.)"""
 
     def progress(fraction: float, message: str) -> None:
         log(f"[{fraction:4.0%}] {message}")
@@ -36,23 +44,39 @@ def preload(pool: ModelPool, start: StartModel, log=print) -> StartModel:
         return fallback
 
 
-def launch(args: argparse.Namespace, *, block: bool = True):
+def app_config(args: argparse.Namespace) -> AppConfig:
+    """The environment's configuration (``QWEN3_PLAYGROUND_*``, hosted on Spaces), with the
+    command line's flags on top."""
+    return AppConfig.from_env(hosted=True if getattr(args, "hosted", False) else None,
+                              max_models=getattr(args, "max_models", None),
+                              default_model=getattr(args, "model", None))
+
+
+def launch(args: argparse.Namespace, *, block: bool = True, pool: ModelPool | None = None):
     """Start the web UI as ``app.py ui`` asks; returns 0 when the server stops (or the Blocks
-    when ``block`` is False)."""
+    when ``block`` is False, with the start model still loading: ``demo.ctx.warmup``)."""
     from ui.blocks import build_app
 
-    pool = ModelPool(max_models=getattr(args, "max_models", None) or 1)
-    start = choose_start_model(getattr(args, "model", None), load_catalog())
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    if start.note:
-        log(start.note.replace("**", "").replace("`", "").replace("*", ""))
     try:
-        start = preload(pool, start, log)
+        config = app_config(args)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    demo = build_app(pool, start=start)
+    pool = pool or ModelPool(max_models=config.max_models)
+    start = choose_start_model(config.default_model, load_catalog())
+    if start.note:
+        log(start.note.replace("**", "").replace("`", "").replace("*", ""))
+    if config.hosted:
+        log(f"hosted mode: catalog models only, messages up to {config.max_message_chars:,} characters, "
+            f"at most {pool.max_models} model(s) loaded at once")
+    demo = build_app(pool, start=start, config=config, warm_up=True)
     demo.queue(default_concurrency_limit=getattr(args, "concurrency", None) or DEFAULT_CONCURRENCY)
     demo.launch(server_name=args.host, server_port=args.port, share=bool(args.share),
-                prevent_thread_lock=not block, show_error=True)
-    return 0 if block else demo
+                prevent_thread_lock=True, show_error=True)
+    demo.ctx.warmup.log = log
+    demo.ctx.warmup.start()  # the UI is up: now the model
+    if not block:
+        return demo
+    demo.block_thread()
+    return 0

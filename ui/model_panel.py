@@ -7,6 +7,7 @@ neither field, so the session keeps chatting with the model it had.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ class ModelPanel:
 def model_summary(ctx: AppContext, ref: str, yarn_factor: float) -> str:
     """The model info line, or a note that the model is not loaded yet."""
     try:
-        backend = ctx.pool.peek(ctx.resolve(ref), _options(yarn_factor))
+        backend = ctx.peek(ref, yarn_factor)
     except PlaygroundError as exc:
         return f"Model: `{ref}` ({exc})"
     if backend is None:
@@ -46,21 +47,18 @@ def model_summary(ctx: AppContext, ref: str, yarn_factor: float) -> str:
         return f"Model: `{ref}` ({exc})"
 
 
-def _options(yarn_factor: float):
-    from backends.base import LoadOptions
-
-    return LoadOptions(yarn_factor=float(yarn_factor))
-
-
 def build_model_panel(ctx: AppContext, info: gr.Markdown) -> ModelPanel:
     """The picker; ``info`` (the model info line) is rendered by the caller, under the chat."""
-    in_catalog = any(spec.name == ctx.start.ref for spec in ctx.catalog)
+    choices = ctx.catalog_choices()
+    in_catalog = any(value == ctx.start.ref for _, value in choices)
+    hosted = ctx.config.hosted  # the catalog only: no free field (the server refuses other names anyway)
     with gr.Accordion("Model", open=True):
-        choice = gr.Dropdown(choices=ctx.catalog_choices(), value=ctx.start.ref if in_catalog else None,
-                             label="Catalog", elem_id="model-choice")
+        choice = gr.Dropdown(choices=choices, value=ctx.start.ref if in_catalog else None,
+                             label="Catalog" if not hosted else "Model (this hosted playground serves these)",
+                             elem_id="model-choice", allow_custom_value=False)
         custom = gr.Textbox(label="…or a Hub repo id / local path", elem_id="model-custom",
                             placeholder="Qwen/Qwen3-0.6B, /path/to/checkpoint, /path/to/model.gguf",
-                            value="" if in_catalog else ctx.start.ref)
+                            value="" if in_catalog else ctx.start.ref, visible=not hosted)
         load_button = gr.Button("Load model", variant="secondary", elem_id="load-model")
         status = gr.Markdown(ctx.start.note, label="status", elem_id="model-status")
     requested = gr.Textbox(value=ctx.start.ref, visible=False, label="requested")
@@ -99,14 +97,29 @@ def make_load_model(ctx: AppContext):
     return load_model
 
 
-def make_on_page_load(ctx: AppContext):
-    def on_page_load(model: str, yarn_factor: float, progress=gr.Progress()) -> tuple[str, str]:
-        """Load the session's start model (normally already in the pool) and show its info."""
+def make_page_start(ctx: AppContext):
+    def on_page_load(model: str, yarn_factor: float, progress=gr.Progress()) -> Iterator[tuple[Any, ...]]:
+        """Show the session's start model: while it loads in the background (the UI comes up
+        first), its progress; then its info line. If it could not load, the session moves to
+        the tiny model and the status says why. Yields (status, info, model, current)."""
+        warmup = ctx.warmup
+        if warmup is not None and warmup.ref == model:
+            while warmup.running:
+                progress(warmup.fraction, desc=warmup.message)
+                yield (f"Loading `{model}` in the background: {warmup.message} ({warmup.fraction:.0%})",
+                       f"Model: `{model}` (loading…)", gr.skip(), gr.skip())
+                warmup.done.wait(0.5)
+            if warmup.fallback is not None:
+                fallback = warmup.fallback.ref
+                yield (warmup.fallback.note, model_summary(ctx, fallback, 1.0), fallback, (fallback, 1.0))
+                return
         try:
             ctx.backend(model, float(yarn_factor or 1.0), gradio_progress(progress))
         except PlaygroundError as exc:
-            return f"**Could not load** `{model}`: {exc}", model_summary(ctx, model, yarn_factor or 1.0)
-        return ctx.start.note, model_summary(ctx, model, yarn_factor or 1.0)
+            yield (f"**Could not load** `{model}`: {exc}", model_summary(ctx, model, yarn_factor or 1.0),
+                   gr.skip(), gr.skip())
+            return
+        yield ctx.start.note, model_summary(ctx, model, yarn_factor or 1.0), gr.skip(), gr.skip()
 
     return on_page_load
 

@@ -1,0 +1,219 @@
+"""Not losing anything, in a real headless Chromium: reload keeps the chat (a reply cut by the
+reload is kept and marked), Regenerate, export / import (a broken file changes nothing), the YaRN
+slider's context readout.
+
+Debian's /usr/bin/chromium driven by Playwright (never ``playwright install``); every request
+that does not go to 127.0.0.1 is aborted and fails the test. Screenshots go to ``artifacts/``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tinymodels.script import ENDLESS_Q, FRUIT_ANSWER, FRUIT_Q, case
+
+ANOTHER = case("multi_turn")  # "Name a fruit." -> "Apple.", then "Another one?" -> "Banana."
+ANOTHER_Q = ANOTHER.messages[-1]["content"]
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # gitignored
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="real-browser tests need Debian's Chromium at /usr/bin/chromium: apt-get install -y chromium "
+           "(never `playwright install`)",
+)
+
+
+@pytest.fixture()
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture()
+def outside():
+    """URLs the page tried to reach outside 127.0.0.1 (must stay empty)."""
+    tried: list[str] = []
+    yield tried
+    assert tried == [], f"the page tried to reach outside 127.0.0.1: {tried}"
+
+
+def offline_context(browser, outside: list[str], **kwargs):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True, **kwargs)
+
+    def guard(route):
+        url = route.request.url
+        if url.startswith(("data:", "blob:")) or urlparse(url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    context.route("**/*", guard)
+    return context
+
+
+@pytest.fixture()
+def counted_tiny_model(ui_server, monkeypatch):
+    """The tiny model, slowed a little per token (so a reply is still streaming when the page
+    reloads) and counting its forward passes (so a Regenerate is seen to compute)."""
+    from backends.base import LoadOptions
+    from core.catalog import resolve_model
+
+    backend = ui_server.pool.get(resolve_model("tiny-bf16"), LoadOptions())
+    forward = backend.model.forward
+    backend.forward_calls = 0
+
+    def counting_forward(*args, **kwargs):
+        backend.forward_calls += 1
+        time.sleep(0.03)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(backend.model, "forward", counting_forward)
+    return backend
+
+
+def send(page, text: str) -> None:
+    box = page.locator("#message textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def bot_messages(page):
+    return page.locator("#chatbot [data-testid=bot]")
+
+
+def user_messages(page):
+    return page.locator("#chatbot [data-testid=user]")
+
+
+def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model, outside, tmp_path):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = offline_context(browser, outside)
+    page = context.new_page()
+    page.goto(ui_server.url)
+    expect(page.locator("#model-info")).to_contain_text("tiny-bf16 · transformers", timeout=30000)
+    chat = page.locator("#chatbot")
+
+    # two turns, then Regenerate: the last reply is computed again and replaces the old one
+    send(page, FRUIT_Q)
+    expect(chat).to_contain_text(FRUIT_ANSWER, timeout=30000)
+    expect(chat).to_contain_text("tokens/s", timeout=10000)
+    send(page, ANOTHER_Q)
+    expect(chat).to_contain_text(ANOTHER.answer, timeout=30000)
+    expect(chat.get_by_text("tokens/s")).to_have_count(2, timeout=10000)
+    calls = counted_tiny_model.forward_calls
+    page.locator("#regenerate").click()
+    deadline = time.monotonic() + 20
+    while counted_tiny_model.forward_calls == calls and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert counted_tiny_model.forward_calls > calls, "Regenerate did not compute a new reply"
+    expect(chat.get_by_text("tokens/s")).to_have_count(2, timeout=20000)
+    expect(user_messages(page)).to_have_count(2)
+    expect(chat).to_contain_text(ANOTHER.answer)
+    page.screenshot(path=str(ARTIFACTS / "session-1-chat.png"), full_page=True)
+
+    # reload: the chat comes back from the browser's storage, exactly
+    page.wait_for_timeout(300)
+    page.reload()
+    expect(page.locator("#model-info")).to_contain_text("tiny-bf16", timeout=30000)
+    expect(user_messages(page)).to_have_count(2, timeout=10000)
+    expect(chat).to_contain_text(FRUIT_ANSWER)
+    expect(chat).to_contain_text(ANOTHER.answer)
+    expect(chat.get_by_text("tokens/s")).to_have_count(2)
+    expect(chat).not_to_contain_text("Interrupted")
+    page.screenshot(path=str(ARTIFACTS / "session-2-after-reload.png"), full_page=True)
+
+    # export: a JSON and a Markdown file, both downloadable
+    page.locator("#export-chat").click()
+    json_link = page.locator("#chat-json a").first
+    expect(json_link).to_be_visible(timeout=15000)
+    with page.expect_download() as download_info:
+        json_link.click()
+    exported = json.loads(Path(download_info.value.path()).read_text(encoding="utf-8"))
+    assert exported["format"] == "qwen3-playground-chat"
+    assert [m["content"] for m in exported["messages"] if m["role"] == "user"] == [FRUIT_Q, ANOTHER_Q]
+    md_link = page.locator("#chat-markdown a").first
+    expect(md_link).to_be_visible()
+    with page.expect_download() as download_info:
+        md_link.click()
+    markdown = Path(download_info.value.path()).read_text(encoding="utf-8")
+    assert FRUIT_Q in markdown and ANOTHER.answer in markdown
+    page.screenshot(path=str(ARTIFACTS / "session-3-export.png"), full_page=True)
+
+    # a broken file: a clear error, the chat unchanged
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b'{"messages": [\xff\xfe')
+    page.locator("#import-chat input[type=file], input[type=file]").first.set_input_files(str(broken))
+    expect(page.get_by_text("not UTF-8")).to_be_visible(timeout=10000)
+    expect(user_messages(page)).to_have_count(2)
+    page.screenshot(path=str(ARTIFACTS / "session-4-import-error.png"), full_page=True)
+
+    # Clear, then import the Markdown export back: the same chat
+    page.locator("#clear").click()
+    expect(user_messages(page)).to_have_count(0)
+    saved = tmp_path / "chat.md"
+    saved.write_text(markdown, encoding="utf-8")
+    page.locator("#import-chat input[type=file], input[type=file]").first.set_input_files(str(saved))
+    expect(user_messages(page)).to_have_count(2, timeout=10000)
+    expect(chat).to_contain_text(ANOTHER.answer)
+
+    # a reply still streaming when the page reloads: kept, and marked
+    page.locator("#thinking-toggle input[type=checkbox]").uncheck()
+    expect(page.locator("#temperature input[type=number]")).to_have_value("0.7", timeout=10000)
+    send(page, ENDLESS_Q)
+    expect(bot_messages(page).last).to_contain_text("la la la", timeout=20000)
+    page.reload()
+    expect(user_messages(page)).to_have_count(3, timeout=15000)
+    expect(chat).to_contain_text("la la la")
+    expect(chat).to_contain_text("Interrupted")
+    page.screenshot(path=str(ARTIFACTS / "session-5-interrupted.png"), full_page=True)
+    deadline = time.monotonic() + 10  # the server noticed the page went away: the generation ends
+    while counted_tiny_model._generation_lock.locked() and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert not counted_tiny_model._generation_lock.locked(), "the generation kept running after the page left"
+
+    # a second browser (another user) starts with an empty chat
+    other = offline_context(browser, outside).new_page()
+    other.goto(ui_server.url)
+    expect(other.locator("#model-info")).to_contain_text("tiny-bf16", timeout=30000)
+    expect(user_messages(other)).to_have_count(0)
+    context.close()
+
+
+def test_yarn_slider_readout(browser, ui_server, outside):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = offline_context(browser, outside).new_page()
+    page.goto(ui_server.url)
+    expect(page.locator("#model-info")).to_contain_text("tiny-bf16", timeout=30000)
+    page.get_by_text("Context length (YaRN)").click()
+    readout = page.locator("#yarn-readout")
+    expect(readout).to_contain_text("Context window: 32,768 tokens")
+    expect(readout).to_contain_text("YaRN off")
+    factor = page.locator("#yarn input[type=number]")
+    factor.fill("4")
+    factor.blur()  # the number box "releases" the slider when it loses focus: the model reloads
+    expect(readout).to_contain_text("Context window: 131,072 tokens", timeout=10000)
+    expect(readout).to_contain_text("static")  # the card's warning about static YaRN
+    expect(page.locator("#model-info")).to_contain_text("YaRN x4", timeout=30000)  # reloaded with it
+    page.screenshot(path=str(ARTIFACTS / "session-6-yarn.png"), full_page=True)
+    factor.fill("1")
+    factor.blur()
+    expect(readout).to_contain_text("Context window: 32,768 tokens", timeout=10000)
+    expect(page.locator("#model-info")).not_to_contain_text("YaRN x4", timeout=30000)

@@ -73,6 +73,14 @@ class ModelPool:
             entry = self._entries.get(PoolKey.of(spec, options))
             return entry.backend if entry else None
 
+    def loaded_spec(self, source: str) -> ModelSpec | None:
+        """The spec of a loaded model whose source is ``source`` (e.g. a local folder deleted since)."""
+        with self._lock:
+            for key, entry in self._entries.items():
+                if key.source == source and entry.backend is not None and entry.backend.spec is not None:
+                    return entry.backend.spec
+        return None
+
     def loaded(self) -> list[PoolKey]:
         with self._lock:
             return [key for key, entry in self._entries.items() if entry.backend is not None]

@@ -107,6 +107,8 @@ def fetch_model(spec: ModelSpec, progress: ProgressFn | None = None) -> Path:
     path = Path(spec.source).expanduser()
     if path.exists():
         return path
+    if path.is_absolute():  # a local model (resolve_model stores its absolute path), not a repo id
+        raise ModelNotFound(f"{spec.source} no longer exists: the model was moved or deleted")
     from huggingface_hub import hf_hub_download, snapshot_download
 
     tqdm_class = _tqdm_reporting(progress, f"Downloading {spec.source}")

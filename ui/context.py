@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from backends.base import Backend, LoadOptions
@@ -19,7 +20,7 @@ from backends.pool import ModelPool
 from core.catalog import ModelSpec, load_catalog
 from core.chat import content_text, model_messages
 from core.config import AppConfig
-from core.errors import InvalidSettings, PlaygroundError
+from core.errors import InvalidSettings, ModelNotFound, PlaygroundError
 from core.events import ChatEvent
 from core.hub import ProgressFn, available_offline
 from core.presets import Preset, load_presets
@@ -93,7 +94,14 @@ class AppContext:
     def resolve(self, ref: str) -> ModelSpec:
         """What the user typed -> a model, under the configuration's rules (hosted mode: the
         catalog only; ``remote:<name>``: the host's server)."""
-        return self.config.resolve(ref)
+        try:
+            return self.config.resolve(ref)
+        except ModelNotFound:
+            # a local model whose folder was deleted after it loaded keeps serving from memory
+            spec = None if self.config.hosted else self.pool.loaded_spec(_local_source(ref))
+            if spec is None:
+                raise
+            return spec
 
     def load_options(self, spec: ModelSpec, yarn_factor: float) -> LoadOptions:
         """Remote models get the host's URL and key (from the environment), never the page's."""
@@ -178,6 +186,11 @@ class AppContext:
         if self.start.ref not in {value for _, value in choices} | set(extra) and self.start.ref.startswith("remote:"):
             extra.append(self.start.ref)  # the host's served model
         return choices + [(ref, ref) for ref in extra if ref not in {value for _, value in choices}]
+
+
+def _local_source(ref: str) -> str:
+    """The source a local path ``ref`` was loaded under (``core.catalog.resolve_model``)."""
+    return str(Path((ref or "").strip()).expanduser().resolve())
 
 
 def _field(message: Any, name: str) -> Any:

@@ -6,6 +6,8 @@ this generator) stops the computation.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import tempfile
 import time
 from collections.abc import Iterator
@@ -329,6 +331,41 @@ def wire_persistence(demo: gr.Blocks, chat: ChatTab, model: gr.components.Compon
     chat.autosave.tick(None, [chat.chatbot], None, js=SAVE_JS, queue=False, api_visibility="private",
                        show_progress="hidden")
     chat.export.click(export_chat, [chat.chatbot, model], [chat.json_file, chat.markdown_file],
-                      api_name="chat_export", show_progress="hidden")
-    chat.import_file.upload(import_chat, [chat.import_file, chat.chatbot], [chat.chatbot], api_name="chat_import",
-                            show_progress="hidden")
+                      api_visibility="private", show_progress="hidden")
+    chat.import_file.upload(import_chat, [chat.import_file, chat.chatbot], [chat.chatbot],
+                            api_visibility="private", show_progress="hidden")
+    # the same for API clients, with plain JSON messages (as /chat returns them) and text
+    gr.api(chat_export_api, api_name="chat_export")
+    gr.api(chat_import_api, api_name="chat_import")
+
+
+def chat_export_api(history: list[dict], model: str = "", format: str = "json") -> str:
+    """The chat (OpenAI-style messages, as /chat returns them) as the text of an export file:
+    format "json" or "markdown" (a Markdown export imports back too)."""
+    if not history:
+        raise gr.Error("Nothing to export yet: the chat is empty.")
+    if format not in ("json", "markdown"):
+        raise gr.Error(f"format must be 'json' or 'markdown', got {format!r}")
+    try:
+        if format == "json":
+            return chat_io.to_json(history, model or None)
+        return chat_io.to_markdown(history, model or None)
+    except PlaygroundError as exc:
+        raise gr.Error(f"Could not export the chat: {exc}") from None
+
+
+def chat_import_api(data: str, history: list[dict] | None = None) -> list[dict]:
+    """The messages of an export file: ``data`` is the file's text, or its raw bytes as a data
+    URL (``data:application/octet-stream;base64,...``). A file that is not a chat raises an
+    error that says why (the caller's current ``history`` is returned by nothing: keep it)."""
+    raw: bytes | str = data or ""
+    if isinstance(raw, str) and raw.startswith("data:") and ";base64," in raw[:200]:
+        try:
+            raw = base64.b64decode(raw.split(",", 1)[1], validate=True)
+        except (binascii.Error, ValueError):
+            raise gr.Error("Could not import the chat: the data URL is not valid base64. "
+                           "The current chat is unchanged.") from None
+    try:
+        return chat_io.parse(raw)
+    except PlaygroundError as exc:
+        raise gr.Error(f"Could not import the chat: {exc}. The current chat is unchanged.") from None

@@ -1,0 +1,225 @@
+"""Hugging Face Spaces: the README's front matter, ZeroGPU's ``spaces.GPU`` (sized from max new
+tokens, a no-op elsewhere, never a hard dependency), and a fast start-up (the UI is served before
+any model library is imported; the start model loads in the background with its progress shown).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+import re
+import subprocess
+import sys
+import time
+import types
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from backends.base import Backend, LoadOptions, ModelInfo
+from core.errors import ModelLoadError
+from core.events import GenerationStats, RawDelta
+from ui import zerogpu
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "transformers", "llama_cpp", "gptqmodel", "spaces")
+
+
+# -- README front matter ----------------------------------------------------------------------
+def front_matter() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n"), "the Spaces front matter must open the README"
+    block = text[4:text.index("\n---\n", 4)]
+    return dict(line.split(": ", 1) for line in block.splitlines() if line.strip())
+
+
+def test_readme_front_matter_is_a_valid_spaces_config():
+    meta = front_matter()
+    requirements = (ROOT / "requirements.txt").read_text()
+    gradio_pin = re.search(r"^gradio==([\d.]+)", requirements, re.M).group(1)
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio_pin
+    assert meta["app_file"] == "app.py" and (ROOT / meta["app_file"]).is_file()
+    assert meta["license"] == "apache-2.0"
+    assert meta["title"] and meta["emoji"] and meta["colorFrom"] and meta["colorTo"]
+    colors = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
+    assert meta["colorFrom"] in colors and meta["colorTo"] in colors
+    assert 0 < len(meta["short_description"]) <= 60
+
+
+# -- ZeroGPU ----------------------------------------------------------------------------------
+def reply(max_new_tokens: int = 100):
+    yield max_new_tokens
+
+
+def test_gpu_is_the_function_itself_outside_zerogpu(monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.setitem(sys.modules, "spaces", None)  # importing it would fail: it is never tried
+    assert zerogpu.gpu(reply) is reply
+    assert not zerogpu.on_zerogpu()
+
+
+def test_the_spaces_package_is_a_no_op_outside_zerogpu(monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    spaces = pytest.importorskip("spaces", reason="the optional `spaces` package is not installed")
+    assert spaces.GPU(reply, duration=lambda *a, **k: 60) is reply
+    assert spaces.GPU(duration=60)(reply) is reply
+
+
+def test_duration_is_sized_from_max_new_tokens(monkeypatch):
+    monkeypatch.delenv(zerogpu.ENV_MAX_S, raising=False)
+    monkeypatch.delenv(zerogpu.ENV_TOKENS_PER_S, raising=False)
+    assert zerogpu.gpu_duration(10) == zerogpu.MIN_S
+    assert zerogpu.gpu_duration(2000) == math.ceil(zerogpu.OVERHEAD_S + 2000 / zerogpu.DEFAULT_TOKENS_PER_S)
+    assert zerogpu.gpu_duration(32768) == zerogpu.DEFAULT_MAX_S  # capped
+    assert zerogpu.gpu_duration(2000) < zerogpu.gpu_duration(3000)
+    env = {zerogpu.ENV_MAX_S: "600", zerogpu.ENV_TOKENS_PER_S: "100"}
+    assert zerogpu.gpu_duration(32768, env) == math.ceil(10 + 327.68)
+    assert zerogpu.gpu_duration("junk", {zerogpu.ENV_MAX_S: "x"}) == zerogpu.DEFAULT_MAX_S
+
+
+class FakeSpaces(types.ModuleType):
+    """Stands in for the `spaces` package on a ZeroGPU Space: records what it was asked for."""
+
+    def __init__(self):
+        super().__init__("spaces")
+        self.decorated = []
+        self.calls = []
+
+    def GPU(self, task=None, *, duration=None):  # noqa: N802 (the package's name)
+        self.decorated.append((task, duration))
+
+        def wrapper(*args, **kwargs):
+            pickle.dumps((args, kwargs))  # ZeroGPU sends them to its GPU worker: plain data only
+            self.calls.append(duration(*args, **kwargs))
+            yield from task(*args, **kwargs)
+
+        return wrapper
+
+
+def test_on_zerogpu_the_generation_runs_in_spaces_gpu(monkeypatch, tiny_bf16):
+    import torch
+
+    torch.set_num_threads(1)
+    from backends.pool import ModelPool
+    from tinymodels.script import ADD_ANSWER, ADD_Q
+    from ui.chat_tab import stream_reply
+    from ui.context import AppContext, StartModel
+    from ui.formatting import user_message
+
+    fake = FakeSpaces()
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    ctx = AppContext(pool=ModelPool(), start=StartModel("tiny-bf16"))
+    assert len(fake.decorated) == 1 and ctx.generate is not fake.decorated[0][0]
+    values = (0.7, 0.8, 20, 0.0, 0.0, 3000, 0)  # max_new_tokens 3000
+    *_, final = stream_reply(ctx, [user_message(ADD_Q)], "", False, values, "tiny-bf16", 1.0)
+    assert [m["content"] for m in final if m["role"] == "assistant" and not m.get("metadata")] == [ADD_ANSWER]
+    assert fake.calls == [zerogpu.gpu_duration(3000)]
+    ctx.pool.unload_all()
+
+
+def test_zerogpu_without_the_package_still_runs(monkeypatch, capsys):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
+    monkeypatch.setitem(sys.modules, "spaces", None)  # "not installed"
+    assert zerogpu.gpu(reply) is reply
+    assert "`spaces` package is not installed" in capsys.readouterr().err
+
+
+# -- start-up ---------------------------------------------------------------------------------
+def test_the_ui_is_served_before_any_model_library_is_imported():
+    """``python app.py``'s path up to a served page, in a fresh interpreter; the model loads after."""
+    code = f"""
+import sys, urllib.request
+import app
+assert not [m for m in {HEAVY!r} if m in sys.modules], "import app"
+from ui.context import Warmup
+Warmup.start = lambda self: self  # stop right before the background load
+from tests.conftest import free_port
+from ui.launch import launch
+port = free_port()
+demo = launch(app.build_parser().parse_args(["ui", "--host", "127.0.0.1", "--port", str(port),
+                                             "--model", "tiny-bf16"]), block=False)
+assert urllib.request.urlopen(f"http://127.0.0.1:{{port}}/").status == 200
+print("heavy:", [m for m in {HEAVY!r} if m in sys.modules])
+demo.close()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=str(ROOT))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "heavy: []" in done.stdout, done.stdout
+
+
+class SlowBackend(Backend):
+    """Loads slowly (a big model's download); fails for sources containing "fp8"."""
+
+    name = "slow"
+
+    def load(self, spec, options=LoadOptions(), progress=None):
+        for step in range(4):
+            if progress:
+                progress(step / 4, f"downloading {spec.name}: part {step + 1} of 4")
+            time.sleep(0.3)
+        if "fp8" in spec.source:
+            raise ModelLoadError(f"{spec.name} is corrupt")
+        self.spec, self.options = spec, options
+
+    def describe(self):
+        return ModelInfo("slow", self.spec.name, self.spec.source, "bf16", None, "bf16", "cpu", 0, 32768, None)
+
+    def unload(self):
+        self.spec = None
+
+    def _generate(self, messages, settings, thinking, stop):
+        yield RawDelta("ok")
+        yield GenerationStats(1, 1, 0.0, None, 0.0, "stop")
+
+
+def launch_with_slow_model(model: str):
+    from backends.pool import ModelPool
+    from conftest import free_port
+    from ui.launch import launch
+
+    port = free_port()
+    args = argparse.Namespace(host="127.0.0.1", port=port, share=False, model=model, hosted=False, max_models=None,
+                              concurrency=2)
+    started = time.perf_counter()
+    demo = launch(args, block=False, pool=ModelPool(factory=lambda name: SlowBackend()))
+    return demo, f"http://127.0.0.1:{port}", time.perf_counter() - started
+
+
+def page_start_steps(demo, model: str) -> list[tuple]:
+    from ui.model_panel import make_page_start
+
+    shown: list[tuple[float, str]] = []
+    steps = list(make_page_start(demo.ctx)(model, 1.0, progress=lambda f, desc="": shown.append((f, desc))))
+    return steps, shown
+
+
+def test_the_start_model_loads_in_the_background_with_progress():
+    demo, url, took = launch_with_slow_model("tiny-bf16")
+    try:
+        warmup = demo.ctx.warmup
+        assert warmup.running, "launch waited for the model"
+        assert urllib.request.urlopen(url).status == 200  # served while the model loads
+        steps, shown = page_start_steps(demo, "tiny-bf16")
+        assert not warmup.running and warmup.error is None
+        loading = [s for s in steps if str(s[0]).startswith("Loading `tiny-bf16` in the background")]
+        assert loading and any("downloading tiny-bf16" in s[0] for s in loading)  # the progress, visibly
+        assert any("downloading" in desc for _, desc in shown)
+        status, info, model, current = steps[-1]
+        assert "tiny-bf16 · slow" in info
+        assert demo.ctx.pool.loaded()
+    finally:
+        demo.close()
+
+
+def test_a_start_model_that_fails_in_the_background_falls_back_to_the_tiny_model():
+    demo, url, _ = launch_with_slow_model("tiny-fp8")
+    try:
+        steps, _ = page_start_steps(demo, "tiny-fp8")
+        status, info, model, current = steps[-1]
+        assert model == "tiny-bf16" and current == ("tiny-bf16", 1.0)  # the session moves to it
+        assert "tiny-fp8" in status and "corrupt" in status and "tiny demo model" in status
+        assert demo.ctx.start.ref == "tiny-bf16"  # and so do later sessions
+    finally:
+        demo.close()

@@ -242,7 +242,11 @@ class Server:
 # The real llama_cpp.server, each token delayed a little (Llama.eval wrapped before the server
 # starts) so that a kill lands mid-reply whatever the machine's load; nothing else changes.
 SLOW_SERVER = """
-import runpy, sys, time
+import ctypes, os, runpy, signal, sys, time
+# die with the test process even if it is killed before its clean-up (PR_SET_PDEATHSIG = 1)
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+if os.getppid() == 1:
+    sys.exit(1)
 import llama_cpp
 delay = float(sys.argv.pop(1))
 evaluate = llama_cpp.Llama.eval
@@ -294,10 +298,12 @@ def host_remote_server(ctx, url: str):
 def test_remote_server_killed_mid_reply(app, tmp_path):
     pytest.importorskip("openai")
     pytest.importorskip("llama_cpp.server.app")
-    server = start_server(tmp_path)
-    servers = [server]
-    undo = host_remote_server(app.ctx, server.url)
+    servers: list[Server] = []
+    undo = None
     try:
+        server = start_server(tmp_path)
+        servers.append(server)
+        undo = host_remote_server(app.ctx, server.url)
         client = new_client(app.url)
         model, factor, status, info = client.predict(REMOTE, 1.0, ("tiny-bf16", 1.0), api_name="/load_model")
         assert model == REMOTE and "ready" in status, status
@@ -336,6 +342,7 @@ def test_remote_server_killed_mid_reply(app, tmp_path):
         after = chat(client, ADD_Q, failed, REMOTE)
         check_answered(failed, ADD_Q, after, ADD_ANSWER)
     finally:
-        undo()
+        if undo is not None:
+            undo()
         for srv in servers:
             srv.stop()

@@ -117,15 +117,20 @@ class AppConfig:
         """The whole conversation sent with one request (earlier turns included)."""
         return CONVERSATION_FACTOR * self.max_message_chars
 
-    def check_conversation(self, texts: Sequence[str]) -> None:
-        """Refuse (``PromptError``) before any compute: a message over the size limit, or a
-        conversation (system prompt and every message's text) over ``max_conversation_chars``."""
-        for i, text in enumerate(texts):
-            if len(text) > self.max_message_chars:
-                which = "the message" if i == len(texts) - 1 else f"message {i + 1} of the conversation"
+    def check_conversation(self, messages: Sequence[tuple[str, str]]) -> None:
+        """Refuse (``PromptError``) before any compute: text a user typed (a ``user`` or
+        ``system`` message, the system prompt) over the message limit, or a conversation
+        (every message's text, replies included) over ``max_conversation_chars``.
+
+        ``messages`` are (role, text) pairs, the system prompt as a ``system`` message."""
+        last_user = max((i for i, (role, _) in enumerate(messages) if role == "user"), default=-1)
+        for i, (role, text) in enumerate(messages):
+            if role != "assistant" and len(text) > self.max_message_chars:
+                which = ("the message" if i == last_user else "the system prompt" if role == "system"
+                         else f"message {i + 1} of the conversation")
                 raise PromptError(f"{which} is {len(text):,} characters long; this playground accepts at most "
                                   f"{self.max_message_chars:,}")
-        total = sum(len(text) for text in texts)
+        total = sum(len(text) for _, text in messages)
         if total > self.max_conversation_chars:
             raise PromptError(f"the conversation is {total:,} characters long; this playground accepts at most "
                               f"{self.max_conversation_chars:,}: clear the chat or export it and start again")

@@ -212,6 +212,13 @@ def test_a_1mb_message_is_refused_before_any_compute(client, hosted, generations
     assert generations["calls"] == calls, "a refused request reached the model"
 
 
+def test_a_long_reply_does_not_block_the_next_message(client, hosted):
+    """The size limit is for what users type: the model's own long answers are fine."""
+    history = [{"role": "user", "content": "Write a lot."}, {"role": "assistant", "content": "z" * 1500}]
+    final = chat(client, SKY_Q, history, max_new_tokens=5).result()
+    assert "completion tokens" in title(final[-1])  # a reply, not an error note
+
+
 @pytest.mark.parametrize("index, value, words", [
     (0, 5.0, "temperature must be between 0 and 2"),
     (1, 0.0, "top_p must be greater than 0"),

@@ -132,8 +132,9 @@ class AppContext:
                       settings_values: Sequence[Any], model: str, yarn_factor: Any) -> ChatRequest:
         """Everything a chat request carries, checked before any compute; raises a
         ``PlaygroundError`` that says what is wrong (the API can be called without the UI)."""
-        texts = [content_text(system_prompt)] if system_prompt else []
-        texts += [content_text(_field(m, "content")) for m in history or [] if not _is_note(m)]
+        texts = [("system", content_text(system_prompt))] if system_prompt else []
+        texts += [(str(_field(m, "role")), content_text(_field(m, "content"))) for m in history or []
+                  if not _is_note(m)]
         self.config.check_conversation(texts)
         model_messages(plain_history(history), system_prompt)  # malformed / not ending with the user: say so
         spec = self.resolve(model)

@@ -86,3 +86,25 @@ def ui_server(tiny_bf16) -> UIServer:
     finally:
         demo.close()
         pool.unload_all()
+
+
+@pytest.fixture()
+def browser():
+    """Debian's headless Chromium through Playwright (see tests/chromium.py)."""
+    from chromium import CHROMIUM, CHROMIUM_ARGS
+
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture()
+def outside():
+    """URLs the page tried to reach outside 127.0.0.1 (must stay empty)."""
+    tried: list[str] = []
+    yield tried
+    assert tried == [], f"the page tried to reach outside 127.0.0.1: {tried}"

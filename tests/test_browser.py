@@ -6,54 +6,16 @@ A screenshot of each stage goes to ``artifacts/`` (gitignored).
 """
 from __future__ import annotations
 
+import re
+import threading
 import time
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
-import re
-import threading
-
+from chromium import ARTIFACTS, offline_context, requires_chromium
 from tinymodels.script import ADD_ANSWER, ADD_Q, ADD_REASONING, ENDLESS_Q
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # gitignored
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="real-browser tests need Debian's Chromium at /usr/bin/chromium: apt-get install -y chromium "
-           "(never `playwright install`)",
-)
-
-
-@pytest.fixture()
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def offline_context(browser, outside: list[str]):
-    """A browser context in which anything not served by 127.0.0.1 is aborted and recorded."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-
-    def guard(route):
-        url = route.request.url
-        if url.startswith(("data:", "blob:")) or urlparse(url).hostname == "127.0.0.1":
-            route.continue_()
-        else:
-            outside.append(url)
-            route.abort()
-
-    context.route("**/*", guard)
-    return context
+pytestmark = requires_chromium
 
 
 @pytest.fixture()

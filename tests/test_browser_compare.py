@@ -9,15 +9,12 @@ import re
 import threading
 import time
 
-import pytest
-
-from test_browser import ARTIFACTS, CHROMIUM, browser, offline_context  # noqa: F401  (browser: a fixture)
+from chromium import ARTIFACTS, offline_context, requires_chromium
 from tinymodels.script import ADD_ANSWER, ADD_Q, ADD_REASONING, ENDLESS_Q
 
 ENTRIES = ("tiny-fp8", "tiny-gptq-int4", "tiny-gguf-q8_0")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="real-browser tests need /usr/bin/chromium "
-                                "(apt-get install -y chromium; never `playwright install`)")
+pytestmark = requires_chromium
 
 
 def pick(page, index: int, model: str) -> None:

@@ -10,59 +10,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
+from chromium import ARTIFACTS, offline_context, requires_chromium
 from tinymodels.script import ENDLESS_Q, FRUIT_ANSWER, FRUIT_Q, case
 
 ANOTHER = case("multi_turn")  # "Name a fruit." -> "Apple.", then "Another one?" -> "Banana."
 ANOTHER_Q = ANOTHER.messages[-1]["content"]
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # gitignored
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="real-browser tests need Debian's Chromium at /usr/bin/chromium: apt-get install -y chromium "
-           "(never `playwright install`)",
-)
-
-
-@pytest.fixture()
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture()
-def outside():
-    """URLs the page tried to reach outside 127.0.0.1 (must stay empty)."""
-    tried: list[str] = []
-    yield tried
-    assert tried == [], f"the page tried to reach outside 127.0.0.1: {tried}"
-
-
-def offline_context(browser, outside: list[str], **kwargs):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True, **kwargs)
-
-    def guard(route):
-        url = route.request.url
-        if url.startswith(("data:", "blob:")) or urlparse(url).hostname == "127.0.0.1":
-            route.continue_()
-        else:
-            outside.append(url)
-            route.abort()
-
-    context.route("**/*", guard)
-    return context
+pytestmark = requires_chromium
 
 
 @pytest.fixture()

@@ -186,7 +186,9 @@ def cmd_build_tiny(args: argparse.Namespace) -> int:
     import tinymodels
 
     started = time.perf_counter()
-    formats = args.formats or sorted(tinymodels.FORMATS)  # default: every registered format
+    from tinymodels.registry import default_formats
+
+    formats = args.formats or default_formats()  # default: every format but the on-request ones
     paths = tinymodels.build(formats, force=args.force,
                              progress=lambda f, message: print(f"[{f:4.0%}] {message}", file=sys.stderr))
     print(json.dumps({"paths": {k: str(v) for k, v in paths.items()},

@@ -77,10 +77,13 @@ class StopSignal:
     """True once any of its events is set: the user's Stop, or the consumer going away."""
 
     def __init__(self, *events: threading.Event | None) -> None:
-        self._events = [e for e in events if e is not None]
+        self._events = tuple(e for e in events if e is not None)
 
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
+    def is_set(self) -> bool:  # checked at every token: a plain loop, no generator
+        for event in self._events:
+            if event.is_set():
+                return True
+        return False
 
 
 def check_prompt_fits(prompt_tokens: int, context_window: int) -> None:

@@ -2,19 +2,29 @@
 
 - :class:`PresencePenaltyLogitsProcessor`: transformers has no presence penalty.
 - :class:`StopOnSignal`: makes ``generate`` stop at the next token when Stop is pressed.
-- :class:`CountingStreamer`: a ``TextIteratorStreamer`` that also counts tokens and times the first.
+- :class:`TokenStreamer`: hands each new token id to the consuming thread, counts and times them.
+- :class:`IncrementalDecoder`: token ids -> text as soon as it is complete UTF-8 (no word buffering).
 - :func:`stream_generate`: runs ``generate`` in a thread and yields RawDelta + GenerationStats.
+
+Streaming costs the generation as little as possible (``python -m bench.speed``): the generate
+thread only appends token ids to a C ``SimpleQueue`` (transformers' ``TextIteratorStreamer``
+re-decodes every token since the last newline and wakes the consumer through a Python
+``Condition`` even for empty text), and the consumer decodes them incrementally with the
+tokenizer's Rust ``DecodeStream``, taking whatever tokens are waiting at once when it falls behind.
+Text is sent as soon as it is complete, not held back to a word boundary (which delayed the first
+token's text until the second was generated).
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
-                          StoppingCriteriaList, TextIteratorStreamer)
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from backends.base import StopSignal
 from core.events import BackendItem, GenerationStats, RawDelta
@@ -52,22 +62,90 @@ class StopOnSignal(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.signal.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-class CountingStreamer(TextIteratorStreamer):
-    """Counts generated tokens and records when the first one arrived."""
+class TokenStreamer(BaseStreamer):
+    """Counts generated tokens, times the first and last, and queues their ids for the consumer.
 
-    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, **kwargs)
+    Runs in the generate thread, so it does the least possible: no decoding, a C queue.
+    ``None`` on the queue means the generation is over.
+    """
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
         self.token_count = 0
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
+        self._prompt = True  # generate's first put is the prompt
 
     def put(self, value: torch.Tensor) -> None:
-        if not self.next_tokens_are_prompt:
-            now = time.perf_counter()
-            self.first_token_at = self.first_token_at or now
-            self.last_token_at = now
-            self.token_count += value.numel()
-        super().put(value)
+        if self._prompt:
+            self._prompt = False
+            return
+        now = time.perf_counter()
+        self.first_token_at = self.first_token_at or now
+        self.last_token_at = now
+        ids = value.reshape(-1).tolist()
+        self.token_count += len(ids)
+        self.queue.put(ids)
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+    def batches(self) -> Iterator[list[int]]:
+        """Token ids as they arrive; whatever is already waiting comes as one list."""
+        while True:
+            ids = self.queue.get()
+            if ids is None:
+                return
+            while True:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    yield ids
+                    return
+                ids += more
+            yield ids
+
+
+class IncrementalDecoder:
+    """Text of a growing token sequence, piece by piece, as ``decode(all ids)`` would give it.
+
+    Uses the tokenizer's Rust ``DecodeStream`` (text as soon as it is complete UTF-8; special
+    tokens skipped, added non-special ones such as ``<think>`` kept); a tokenizer without a Rust
+    backend falls back to decoding the undelivered ids (fine for byte-level BPE). :meth:`flush`
+    returns what an incomplete character at the very end decodes to (as ``decode`` would).
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.pending: list[int] = []  # ids whose text is not out yet
+        self._stream: Any = None
+        rust = getattr(tokenizer, "_tokenizer", None)
+        if rust is not None:
+            try:
+                from tokenizers.decoders import DecodeStream
+
+                self._stream, self._rust = DecodeStream(skip_special_tokens=True), rust
+            except ImportError:
+                pass
+
+    def step(self, token: int) -> str:
+        self.pending.append(token)
+        if self._stream is not None:
+            text = self._stream.step(self._rust, token)
+        else:
+            full = self.tokenizer.decode(self.pending, skip_special_tokens=True)
+            text = None if full.endswith("\ufffd") else full
+        if not text:
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.pending, skip_special_tokens=True) if self.pending else ""
+        self.pending = []
+        return text
 
 
 class PrefixCache:
@@ -140,7 +218,8 @@ def stream_generate(model: Any, tokenizer: Any, input_ids: torch.Tensor, setting
     """
     started = time.perf_counter()
     prompt_tokens = int(input_ids.shape[1])
-    streamer = CountingStreamer(tokenizer)
+    streamer = TokenStreamer()
+    decoder = IncrementalDecoder(tokenizer)
     config = sampling_config(model.generation_config, settings, max_new_tokens,
                              tokenizer.eos_token_id, tokenizer.pad_token_id or tokenizer.eos_token_id)
     processors = LogitsProcessorList()
@@ -169,13 +248,17 @@ def stream_generate(model: Any, tokenizer: Any, input_ids: torch.Tensor, setting
     worker = threading.Thread(target=run, name="generate", daemon=True)
     worker.start()
     try:
-        for text in streamer:
+        for ids in streamer.batches():
+            text = "".join([decoder.step(token) for token in ids])
             if text:
                 yield RawDelta(text)
     finally:  # on early close, the stop signal is already set: generate ends at the next token
         worker.join()
     if failure:
         raise failure[0]
+    tail = decoder.flush()
+    if tail:
+        yield RawDelta(tail)
     ended = time.perf_counter()
     n = streamer.token_count
     decode_s = (streamer.last_token_at or ended) - (streamer.first_token_at or ended)

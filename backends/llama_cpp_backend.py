@@ -149,6 +149,7 @@ class LlamaCppBackend(Backend):
         self._reserved: list[str] = []  # control / user-defined token texts (<|im_end|>, <think>...)
         self._context_note: str | None = None
         self._gpu_layers = 0
+        self._pieces: dict[int, bytes | None] = {}  # token -> its bytes, None = end of generation
         self.load_s = 0.0
         _LIVE.add(self)
 
@@ -213,12 +214,26 @@ class LlamaCppBackend(Backend):
         self.llm = None
         self.spec = None
         self._formatter = None
+        self._pieces = {}
 
     def _is_eog(self, token: int) -> bool:
         """End of generation: <|im_end|>, <|endoftext|> ... as the GGUF's vocabulary says."""
         import llama_cpp
 
         return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
+
+    def _piece(self, token: int) -> bytes | None:
+        """The bytes ``token`` stands for (special ones as b""), or None if it ends the generation.
+
+        Cached per model: two ctypes round trips per generated token were a measurable share of a
+        small model's decode step (``python -m bench.speed``).
+        """
+        try:
+            return self._pieces[token]
+        except KeyError:
+            piece = None if self._is_eog(token) else self.llm.detokenize([token], special=False)
+            self._pieces[token] = piece
+            return piece
 
     # -- describing ------------------------------------------------------------------------
     @property
@@ -401,13 +416,14 @@ class LlamaCppBackend(Backend):
                 if stop.is_set():
                     finish = "cancelled"
                     break
-                if self._is_eog(token):
+                piece = self._piece(token)
+                if piece is None:  # end of generation
                     break
                 now = time.perf_counter()
                 first_at = first_at or now
                 last_at = now
                 n += 1
-                text = decoder.decode(llm.detokenize([token], special=False))
+                text = decoder.decode(piece)
                 if text:
                     yield RawDelta(text)
                 if stop.is_set():

@@ -87,27 +87,40 @@ def synthetic_gguf(shape: str) -> Path:
 
 
 def run_chat(backend, turns: int, words: int, max_new_tokens: int, reuse: bool,
-             first_words: int | None = None) -> list[dict]:
-    from core.events import Reply
+             first_words: int | None = None, *, settings=None, thinking: bool = True,
+             forget=None) -> list[dict]:
+    """One chat of ``turns`` long user turns; a row per turn.
+
+    ``settings`` defaults to the thinking preset (seed 1); ``forget`` (default: llama.cpp's
+    ``llm.reset``) drops the backend's KV cache before every turn when ``reuse`` is off.
+    ``first_text_s`` is the wall-clock time from the call to the first streamed text.
+    """
+    from core.events import GenerationStats, Reply
     from core.presets import get_preset
 
-    settings = get_preset("thinking").settings.with_updates(seed=1, max_new_tokens=max_new_tokens)
+    if settings is None:
+        settings = get_preset("thinking").settings.with_updates(seed=1, max_new_tokens=max_new_tokens)
+    forget = forget or (lambda: backend.llm.reset())
     history: list[dict] = []
     rows = []
     for turn in range(1, turns + 1):
         n_words = first_words if turn == 1 and first_words else words
         history.append({"role": "user", "content": long_message(turn, n_words)})
         if not reuse:
-            backend.llm.reset()  # forget the KV cache: the whole history is evaluated again
+            forget()  # forget the KV cache: the whole history is evaluated again
         reply = Reply()
+        first_text = None
         started = time.perf_counter()
-        for event in backend.stream_chat(history, settings, thinking=True):
+        for event in backend.stream_chat(history, settings, thinking=thinking):
+            if first_text is None and not isinstance(event, GenerationStats) and event.text:
+                first_text = time.perf_counter() - started
             reply.add(event)
         wall = time.perf_counter() - started
         stats = reply.stats
         rows.append({"turn": turn, "prompt_tokens": stats.prompt_tokens,
                      "cached_prompt_tokens": stats.cached_prompt_tokens,
-                     "ttft_s": round(stats.ttft_s or wall, 4), "total_s": round(wall, 4)})
+                     "ttft_s": round(stats.ttft_s or wall, 4), "total_s": round(wall, 4),
+                     "first_text_s": round(first_text, 4) if first_text is not None else None})
         history.append({"role": "assistant", "content": reply.answer or "ok", "reasoning": reply.reasoning})
     return rows
 

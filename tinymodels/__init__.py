@@ -16,6 +16,7 @@ from . import fp8 as _fp8_module  # noqa: F401  (registers "fp8")
 from . import gptq as _gptq_module  # noqa: F401  (registers "gptq-int4", "moe-gptq-int4", "gptq-int8", "awq-int4")
 from . import moe as _moe_module  # noqa: F401  (registers "moe-bf16")
 from . import gguf as _gguf_module  # noqa: F401  (registers "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+from . import random_size as _random_size_module  # noqa: F401  (registers "random-0.6b-*", on request only)
 from .cache import build, cache_dir, cache_key, cache_root, model_path
 from .registry import FORMATS, register_format
 from .script import CASES, LEAKED_HISTORY_CASE, SCRIPTED_TEXT, ScriptedCase

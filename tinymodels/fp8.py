@@ -58,6 +58,12 @@ def dequantize_block_fp8(q: torch.Tensor, scale_inv: torch.Tensor, block: int = 
 @register_format("fp8", needs="bf16")
 def write_fp8(src: Path, dst: Path) -> None:
     """Fine-grained FP8 (e4m3, 128x128 blocks, weight_scale_inv) twin of the bf16 model."""
+    write_fp8_checkpoint(src, dst)
+    _verify(dst)
+
+
+def write_fp8_checkpoint(src: Path, dst: Path) -> None:
+    """The FP8 twin of any bf16 Qwen3 checkpoint folder ``src`` in ``dst`` (no script check)."""
     for f in src.iterdir():
         if f.is_file() and not f.name.endswith(".safetensors") and f.name not in (
             "config.json", "model.safetensors.index.json"
@@ -79,7 +85,6 @@ def write_fp8(src: Path, dst: Path) -> None:
         else:
             out[name] = t
     save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    _verify(dst)
 
 
 def _verify(dst: Path) -> None:

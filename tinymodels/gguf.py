@@ -56,8 +56,13 @@ def _load_checkpoint(src: Path) -> tuple[dict, dict[str, np.ndarray], dict]:
     return config, tensors, tokenizer
 
 
-def _vocab(tokenizer: dict, vocab_size: int) -> tuple[list[str], list[int], list[str], dict[str, int]]:
-    """(tokens, token types, merges, special ids) from a tokenizers ``tokenizer.json``."""
+def _vocab(tokenizer: dict, vocab_size: int,
+           pad: bool = False) -> tuple[list[str], list[int], list[str], dict[str, int]]:
+    """(tokens, token types, merges, special ids) from a tokenizers ``tokenizer.json``.
+
+    ``pad``: ids the tokenizer does not have (an embedding larger than the vocabulary, as in
+    Qwen3's 151,936 rows) become ``[PAD<id>]`` tokens of type UNUSED, as convert_hf_to_gguf does.
+    """
     import gguf
 
     tokens: list[str | None] = [None] * vocab_size
@@ -73,14 +78,20 @@ def _vocab(tokenizer: dict, vocab_size: int) -> tuple[list[str], list[int], list
         types[i] = int(gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED)
         special[added["content"]] = i
     missing = [i for i, t in enumerate(tokens) if t is None]
-    if missing:
+    if missing and pad:
+        for i in missing:
+            tokens[i], types[i] = f"[PAD{i}]", int(gguf.TokenType.UNUSED)
+    elif missing:
         raise ValueError(f"tokenizer has no token for ids {missing[:5]}...")
     merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
     return tokens, types, merges, special  # type: ignore[return-value]
 
 
-def write_gguf(src: Path, path: Path, qtype: str) -> None:
-    """Write the bf16 checkpoint in ``src`` as a GGUF file with 2-D weights in ``qtype``."""
+def write_gguf(src: Path, path: Path, qtype: str, pad_vocab: bool = False) -> None:
+    """Write the bf16 checkpoint in ``src`` as a GGUF file with 2-D weights in ``qtype``.
+
+    ``pad_vocab``: the config's vocab_size may exceed the tokenizer's (see :func:`_vocab`).
+    """
     import gguf
 
     config, tensors, tokenizer = _load_checkpoint(src)
@@ -103,7 +114,7 @@ def write_gguf(src: Path, path: Path, qtype: str) -> None:
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
 
-    tokens, types, merges, special = _vocab(tokenizer, config["vocab_size"])
+    tokens, types, merges, special = _vocab(tokenizer, config["vocab_size"], pad_vocab)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")
     writer.add_token_list(tokens)

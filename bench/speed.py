@@ -412,8 +412,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}`",
         "",
         f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gb']} GB RAM, "
-        f"GPU: {m['gpu'] or 'none'}; 1 thread on both sides; {m['date']}; load average at start "
-        f"{m['load_average'][0]} (other jobs were running: figures are medians of interleaved runs).",
+        f"GPU: {m['gpu'] or 'none'}; 1 thread on both sides; {m['date']}; load average "
+        f"{m['load_average'][0]} at the start, {(m.get('load_average_end') or ['?'])[0]} at the end "
+        "(a shared machine: other jobs may run, hence medians of interleaved runs).",
         f"Libraries: torch {v['torch']}, transformers {v['transformers']}, tokenizers {v['tokenizers']}, "
         f"llama-cpp-python {v['llama_cpp_python']}, gptqmodel {v['gptqmodel']}.",
         "",

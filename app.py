@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
 
     tiny = sub.add_parser("build-tiny", help="build (or find cached) the tiny demo/test models")
-    tiny.add_argument("--formats", nargs="*", default=None, help="formats to build [default: all]")
+    tiny.add_argument("--formats", nargs="*", default=None, help="formats to build [default: every format except the on-request ones, e.g. random-0.6b-*]")
     tiny.add_argument("--force", action="store_true", help="rebuild even if cached")
     return parser
 

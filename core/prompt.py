@@ -42,19 +42,21 @@ def plain_pieces(text: str, reserved: Iterable[str]) -> list[str]:
     """Cut ``text`` so that no piece contains a reserved token string (e.g. ``<think>``).
 
     Each occurrence is cut after its first character; encoded piece by piece, it then becomes
-    ordinary text tokens even in tokenizers that match added tokens in any input.
+    ordinary text tokens even in tokenizers that match added tokens in any input. One pass of a
+    lookahead pattern finds every occurrence, overlapping ones included (linear in the text).
     """
-    reserved = [r for r in set(reserved) if r]
+    strings = sorted({r for r in reserved if r}, key=len, reverse=True)
+    if not strings or not text:
+        return [text] if text else []
+    starts = re.compile("(?=(?:" + "|".join(map(re.escape, strings)) + "))")
     pieces: list[str] = []
-    rest = text
-    while rest:
-        hits = [i for i in (rest.find(r) for r in reserved) if i >= 0]
-        if not hits:
-            pieces.append(rest)
-            break
-        cut = min(hits) + 1
-        pieces.append(rest[:cut])
-        rest = rest[cut:]
+    position = 0
+    for match in starts.finditer(text):
+        cut = match.start() + 1
+        pieces.append(text[position:cut])
+        position = cut
+    if position < len(text):
+        pieces.append(text[position:])
     return pieces
 
 

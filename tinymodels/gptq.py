@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from .build import BUILD_INFO_FILE, ProgressFn, render_prompt, row_margins, training_rows
+from .build import BUILD_INFO_FILE, BUILD_THREADS, ProgressFn, render_prompt, row_margins, training_rows
 from .registry import register_format
 from .script import SCRIPTED_TEXT, TRAINING_CASES
 
@@ -70,7 +70,7 @@ def quantize(src: Path, dst: Path, *, bits: int = 4, method: str = "gptq", sym: 
     # AWQ's default packing kernel needs CUDA; its torch kernel packs on CPU.
     backend = gptqmodel.BACKEND.AWQ_TORCH if method == "awq" else gptqmodel.BACKEND.AUTO
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
+    torch.set_num_threads(BUILD_THREADS)
     try:
         with _quiet_cwd():
             if progress:

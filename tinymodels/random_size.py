@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .build import BUILD_INFO_FILE, ProgressFn, generation_config
+from .build import BUILD_INFO_FILE, BUILD_THREADS, ProgressFn, generation_config
 from .registry import register_format
 
 PREFIX = "random-0.6b-"
@@ -80,7 +80,7 @@ def write_random_bf16(src: Path | None, dst: Path, progress: Optional[ProgressFn
     from .tokenizer import save_tokenizer, train_tokenizer
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
+    torch.set_num_threads(BUILD_THREADS)
     try:
         tokenizer = train_tokenizer()
         eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -133,7 +133,7 @@ def write_random_gptq_int4(src: Path, dst: Path, progress: Optional[ProgressFn] 
 
     Calibrated on the tiny script's texts like the tiny GPTQ twins; nothing is checked afterwards
     (random weights follow no script).  gptqmodel needs ``GPTQMODEL_CPU_WORKERS=2`` on a 2-core
-    machine and writes ``./logs``: it runs with the cwd in a temp folder (PITFALLS.md).
+    machine and writes ``./logs``: it runs with the cwd in a temp folder (docs/library-notes.md).
     """
     import contextlib
     import os
@@ -156,7 +156,7 @@ def write_random_gptq_int4(src: Path, dst: Path, progress: Optional[ProgressFn] 
     config = gptqmodel.QuantizeConfig(bits=4, group_size=128, sym=True, desc_act=False, device="cpu",
                                       offload_to_disk=False)
     threads, cwd = torch.get_num_threads(), Path.cwd()
-    torch.set_num_threads(min(2, threads))
+    torch.set_num_threads(BUILD_THREADS)
     try:
         with tempfile.TemporaryDirectory(prefix="random-gptq-") as tmp, contextlib.redirect_stdout(sys.stderr):
             os.chdir(tmp)

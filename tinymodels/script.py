@@ -101,7 +101,30 @@ LEAKED_HISTORY_CASE = ScriptedCase(
     True, "Old reasoning is in the history.", "Reasoning leaked into the history.",
 )
 
-TRAINING_CASES: list[ScriptedCase] = [*CASES, LEAKED_HISTORY_CASE]
+
+
+def _follow_up(name: str, *turns: str) -> ScriptedCase:
+    """A later turn: earlier questions with their scripted answers (as the history rules send them
+    back: answers only), then ``turns[-1]``, answered with its own scripted reasoning and answer."""
+    replies = {ADD_Q: (ADD_REASONING, ADD_ANSWER), SKY_Q: (SKY_REASONING, SKY_ANSWER),
+               FRUIT_Q: (FRUIT_REASONING, FRUIT_ANSWER), "Another one?": ("They want one more fruit.", "Banana.")}
+    messages = [m for q in turns[:-1] for m in (_user(q), _assistant(replies[q][1]))] + [_user(turns[-1])]
+    return ScriptedCase(name, messages, True, *replies[turns[-1]])
+
+
+# The same questions later in a conversation: whatever came before, the last question gets its own
+# reply (what the multi-session load test and the fault tests ask).
+FOLLOW_UP_CASES: list[ScriptedCase] = [
+    _follow_up("add_then_sky", ADD_Q, SKY_Q),
+    _follow_up("sky_then_fruit", SKY_Q, FRUIT_Q),
+    _follow_up("fruit_then_add", FRUIT_Q, ADD_Q),
+    _follow_up("add_sky_then_fruit", ADD_Q, SKY_Q, FRUIT_Q),
+    _follow_up("sky_fruit_then_add", SKY_Q, FRUIT_Q, ADD_Q),
+    _follow_up("fruit_add_then_sky", FRUIT_Q, ADD_Q, SKY_Q),
+    _follow_up("fruit_another_then_sky", FRUIT_Q, "Another one?", SKY_Q),
+]
+
+TRAINING_CASES: list[ScriptedCase] = [*CASES, *FOLLOW_UP_CASES, LEAKED_HISTORY_CASE]
 
 CASES_BY_NAME: dict[str, ScriptedCase] = {c.name: c for c in TRAINING_CASES}
 

@@ -1,7 +1,8 @@
 """Qwen3 Playground: a Gradio playground for Qwen3 with pluggable backends.
 
     python app.py                     start the web UI
-    python app.py chat --prompt TEXT  one reply on the command line (--json for a JSON object)
+    python app.py chat --prompt TEXT  one reply on the command line (--json for a JSON object,
+                                      --history FILE to continue an exported chat)
     python app.py compare --models A B --prompt TEXT   side by side (--json | --markdown)
     python app.py models              list the model catalog
     python app.py build-tiny          build the tiny offline demo models
@@ -36,12 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--hosted", action="store_true",
                     help="hosted mode for serving strangers: catalog models only, the host's remote server "
                          "only, size limits [default: on when $SPACE_ID is set (Hugging Face Spaces)]")
-    ui.add_argument("--concurrency", type=int, default=4, help="requests served at once [default: 4]")
+    ui.add_argument("--concurrency", type=int, default=None,
+                    help="requests served at once (local models still reply one at a time each) [default: 8]")
 
     chat = sub.add_parser("chat", help="chat once from the command line")
     cli.add_model_flags(chat)
     cli.add_chat_flags(chat)
-    chat.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    chat.add_argument("--history", metavar="FILE", default=None,
+                      help="continue a chat exported from the UI (its JSON or Markdown export): --prompt is "
+                           "the next message")
+    chat.add_argument("--json", action="store_true",
+                      help="print one JSON object (as the /chat_json API endpoint returns it) instead of streaming text")
 
     compare = sub.add_parser("compare", help="run one prompt on 1-4 models side by side and export the results")
     compare.add_argument("--models", nargs="+", required=True, metavar="MODEL",

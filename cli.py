@@ -35,99 +35,132 @@ def remote_defaults(args: argparse.Namespace) -> None:
         args.backend = "remote"
 
 
-def load_options(args: argparse.Namespace) -> Any:
-    """LoadOptions from the model flags (the API key read from ``--api-key-env``)."""
-    from backends.base import LoadOptions
-
-    return LoadOptions(yarn_factor=args.yarn_factor, device=args.device,
-                       base_url=getattr(args, "base_url", None),
-                       api_key=os.environ.get(getattr(args, "api_key_env", None) or "OPENAI_API_KEY") or None
-                       ).validate()
-
-
 def add_chat_flags(parser: argparse.ArgumentParser) -> None:
+    """The prompt, the switches, and one flag per generation setting (``core.settings.SCHEMA``)."""
+    from core.settings import SCHEMA
+
     parser.add_argument("--prompt", required=True, help="the user message (may end with /think or /no_think)")
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--no-thinking", action="store_true", help="hard switch: enable_thinking=False")
     parser.add_argument("--preset", default=None,
                         help="sampling preset from presets/sampling [default: the mode's card preset]")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="at most 38912 [default: preset's]")
-    parser.add_argument("--temperature", type=float, default=None, help="override the preset's temperature")
+    settings = parser.add_argument_group("generation settings (each overrides the preset's value)")
+    for spec in SCHEMA:
+        settings.add_argument(spec.flag, dest=spec.name, type=spec.type, default=None,
+                              metavar=spec.type.__name__.upper(), help=f"{spec.help} [{spec.range_text}]")
 
 
-def resolve_settings(args: argparse.Namespace, quantized: bool) -> tuple[Any, bool]:
-    """Preset + overrides -> (validated GenerationSettings, thinking)."""
+def playground_for(args: argparse.Namespace) -> Any:
+    """The playground a command runs on: the environment's configuration (``QWEN3_PLAYGROUND_*``)."""
+    from core.config import AppConfig
+    from playground import Playground
+
+    return Playground(AppConfig.from_env())
+
+
+def load_options(playground: Any, spec: Any, args: argparse.Namespace) -> Any:
+    """LoadOptions from the model flags (the API key read from ``--api-key-env``)."""
+    api_key = None
+    if getattr(args, "base_url", None):
+        api_key = os.environ.get(getattr(args, "api_key_env", None) or "OPENAI_API_KEY") or None
+    return playground.load_options(spec, args.yarn_factor, device=None if args.device == "auto" else args.device,
+                                   base_url=getattr(args, "base_url", None), api_key=api_key)
+
+
+def resolve_settings(playground: Any, args: argparse.Namespace, quantized: bool,
+                     fixed_thinking: bool | None = None) -> tuple[Any, bool]:
+    """Preset (``--preset``, else the mode's card preset) + the settings' flags -> (settings,
+    thinking); ``fixed_thinking``: the model always (True) or never (False) thinks."""
     from core.presets import default_preset_name, get_preset
+    from core.settings import SCHEMA
 
-    thinking = not args.no_thinking
-    preset = get_preset(args.preset or default_preset_name(thinking, quantized))
-    overrides = {k: v for k, v in (("seed", args.seed), ("max_new_tokens", args.max_new_tokens),
-                                   ("temperature", args.temperature)) if v is not None}
-    return preset.settings.with_updates(**overrides).validate(thinking), thinking
+    thinking = not args.no_thinking if fixed_thinking is None else fixed_thinking
+    name = args.preset or default_preset_name(thinking, quantized)
+    preset = playground.presets.get(name) or get_preset(name)
+    return preset.settings.with_values(**{spec.name: getattr(args, spec.name) for spec in SCHEMA
+                                          if getattr(args, spec.name) is not None}), thinking
+
+
+def read_history(path: str | None) -> list[dict[str, Any]]:
+    """The messages of a chat exported from the UI (JSON or Markdown export), to continue it."""
+    if not path:
+        return []
+    from pathlib import Path
+
+    from core import chat_io
+
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise PlaygroundError(f"cannot read the history file {path}: {exc.strerror or exc}") from None
+    return chat_io.parse(data)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from backends.loader import open_model
-    from core.catalog import resolve_model
-    from core.chat import model_messages
-    from core.events import AnswerDelta, ReasoningDelta, Reply
+    from core.events import AnswerDelta, ReasoningDelta
+    from playground import ModelReady
 
     remote_defaults(args)
-    spec = resolve_model(args.model, args.backend)
-    settings, thinking = resolve_settings(args, spec.quantized)
-    options = load_options(args)
-    messages = [{"role": "user", "content": args.prompt}]
-    model_messages(messages, args.system)  # bad input fails here, before any download or load
+    playground = playground_for(args)
+    spec = playground.resolve(args.model, args.backend)
+    settings, thinking = resolve_settings(playground, args, spec.quantized, spec.fixed_thinking)
+    history = [*read_history(args.history), {"role": "user", "content": args.prompt}]
+    # every rule checked here, before any download or load
+    request = playground.request(history, model=args.model, backend=args.backend, settings=settings,
+                                 thinking=thinking, system_prompt=args.system,
+                                 options=load_options(playground, spec, args))
 
     def progress(fraction: float, message: str) -> None:
         if not args.json:
             print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
-    started = time.perf_counter()
-    backend = open_model(args.model, backend=args.backend, options=options, progress=progress)
-    load_s = time.perf_counter() - started
-    reply = Reply()
     section = None
-    for event in backend.stream_chat(messages, settings,
-                                     thinking=thinking, system_prompt=args.system):
-        reply.add(event)
+
+    def show(event: Any) -> None:
+        nonlocal section
         if args.json or not isinstance(event, (ReasoningDelta, AnswerDelta)):
-            continue
+            return
         kind = "reasoning" if isinstance(event, ReasoningDelta) else "answer"
         if kind != section:
             print(("\n" if section else "") + ("--- reasoning ---" if kind == "reasoning" else "--- answer ---"))
             section = kind
         print(event.text, end="", flush=True)
-    stats = {**reply.stats.to_dict(), "load_s": load_s}
-    info = backend.describe().to_dict()
+
+    result = playground.reply(request, progress, on_event=show)
+    data = result.to_dict()
     if args.json:
-        print(json.dumps({"backend": backend.name, "model": spec.name, "reasoning": reply.reasoning,
-                          "answer": reply.answer, "stats": stats, "info": info}, indent=2))
+        print(json.dumps(data, indent=2))
     else:
-        ttft = f"{stats['ttft_s']:.3f}s" if stats["ttft_s"] is not None else "-"
-        speed = f"{stats['tokens_per_s']:.1f}" if stats["tokens_per_s"] else "-"
-        print(f"\n--- {stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion tokens, "
-              f"first token {ttft}, {speed} tokens/s, load {load_s:.2f}s ({stats['finish_reason']}) ---")
+        stats = data["stats"]
+        ttft = f"{stats['ttft_s']:.3f}s" if stats.get("ttft_s") is not None else "-"
+        speed = f"{stats['tokens_per_s']:.1f}" if stats.get("tokens_per_s") else "-"
+        if result.reply.stats:
+            print(f"\n--- {stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion tokens, "
+                  f"first token {ttft}, {speed} tokens/s, load {stats['load_s']:.2f}s, seed {stats['seed']} "
+                  f"({stats['finish_reason']}) ---")
+    if result.reply.error:
+        print(f"\nerror: {result.reply.error}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from backends.base import LoadOptions
-    from backends.compare_runner import EntrySpec, collect, new_comparison, run_comparison
-    from core.chat import model_messages
     from core.events import AnswerDelta, ReasoningDelta
+    from playground import load_fresh
+    from playground.compare import EntrySpec, collect, new_comparison, run_comparison
 
     remote_defaults(args)  # --base-url alone means the remote backend, as for chat
     if not 1 <= len(args.models) <= 4:
         raise PlaygroundError("compare takes 1 to 4 models (--models A B C)")
-    quantized = any(EntrySpec(m, args.backend).resolve().quantized for m in args.models)
-    settings, thinking = resolve_settings(args, quantized)
-    model_messages([{"role": "user", "content": args.prompt}], args.system)  # fail fast on bad input
-    options = LoadOptions(yarn_factor=args.yarn_factor, device=args.device,
-                          base_url=getattr(args, "base_url", None),
-                          api_key=os.environ.get(getattr(args, "api_key_env", "OPENAI_API_KEY"))).validate()
-    entries = [EntrySpec(model, args.backend, options) for model in args.models]
+    playground = playground_for(args)
+    specs = [playground.resolve(model, args.backend) for model in args.models]  # fail fast on a bad name
+    settings, thinking = resolve_settings(playground, args, any(spec.quantized for spec in specs))
+    settings = settings.validate(thinking)
+    entries = [EntrySpec(model, args.backend, load_options(playground, spec, args))
+               for model, spec in zip(args.models, specs)]
+    playground.request([{"role": "user", "content": args.prompt}], model=args.models[0], backend=args.backend,
+                       settings=settings, thinking=thinking, system_prompt=args.system,
+                       options=entries[0].options)  # the prompt and settings checked before any load
     comparison = new_comparison(entries, args.prompt, settings, thinking, args.system or "")
 
     def show(event) -> None:
@@ -135,17 +168,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
             return
         label = comparison.entries[event.index].label
         if event.kind == "loaded":
-            print(f"\n=== {label} (loaded in {event.payload[1]:.2f}s) ===", flush=True)
+            print(f"\n=== {label} (loaded in {event.payload.load_s:.2f}s) ===", flush=True)
         elif event.kind == "event" and isinstance(event.payload, (ReasoningDelta, AnswerDelta)):
             print(event.payload.text, end="", flush=True)
         elif event.kind == "error":
             print(f"\n=== {label}: error: {event.payload} ===", flush=True)
 
     histories = comparison.start_turn(args.prompt)
-    collect(comparison, run_comparison(entries, histories, settings, thinking, system_prompt=args.system or "",
+    collect(comparison, run_comparison(playground, entries, histories, settings, thinking,
+                                       system_prompt=args.system or "", acquire=load_fresh,
                                        concurrent=args.concurrent), show)
     if args.perplexity:
-        score_perplexity(comparison, entries, args.perplexity)
+        score_perplexity(playground, comparison, entries, args.perplexity)
     if args.json:
         print(comparison.to_json())
     else:
@@ -153,25 +187,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if all(e.error is None for e in comparison.entries) else 1
 
 
-def score_perplexity(comparison: Any, entries: list[Any], text: str) -> None:
+def score_perplexity(playground: Any, comparison: Any, entries: list[Any], text: str) -> None:
     """Perplexity of ``text`` (or a shipped text's name) on every entry, into the comparison."""
-    from backends.compare_runner import load_fresh
     from core.texts import scoring_text
+    from playground import load_fresh
 
     body = scoring_text(text)
     for entry, result in zip(entries, comparison.entries):
         try:
-            with load_fresh(entry.resolve(), entry.options, None) as backend:
+            with load_fresh(playground.resolve(entry.model, entry.backend), entry.options, None) as backend:
                 result.perplexity = backend.perplexity(body).to_dict()
         except PlaygroundError as exc:
             result.error = result.error or f"perplexity: {exc}"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from core.catalog import load_catalog
-    from core.hub import available_offline
+    from backends.hub import available_offline
 
-    rows = [{**spec.to_dict(), "offline": available_offline(spec)} for spec in load_catalog()]
+    rows = [{**spec.to_dict(), "offline": available_offline(spec)} for spec in playground_for(args).catalog]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -1,47 +1,31 @@
 """The one interface every backend implements.
 
 A backend loads one model (with a progress callback), streams chat replies as events, describes
-itself and unloads. Everything model-independent happens here, once, for every backend:
-settings validation, the history rules (``core.chat``), the reasoning/answer split
-(``core.reasoning``) and cancellation when the consumer goes away. A backend only implements
+itself and unloads. :meth:`Backend.stream_chat` takes a :class:`core.request.ChatRequest` (checked
+once, at the edge, by the playground layer) and does what is model-independent for every backend:
+the reasoning/answer split (``core.reasoning``), one generation at a time for local models (first
+come, first served), and cancellation when the consumer goes away. A backend only implements
 :meth:`Backend.load`, :meth:`Backend._generate`, :meth:`Backend.describe` and :meth:`Backend.unload`.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from core.catalog import ModelSpec
-from core.chat import Message, model_messages
+from core.chat import Message
 from core.errors import BackendError, PlaygroundError, PromptError
-from core.events import (AnswerDelta, BackendItem, ChatEvent, GenerationStats, Perplexity, RawDelta,
+from core.events import (AnswerDelta, BackendItem, ChatEvent, GenerationStats, Perplexity, ProgressFn, RawDelta,
                          ReasoningDelta)
-from core.hub import ProgressFn
 from core.reasoning import ReasoningParser
+from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
-from core.yarn import validate_factor
 
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to load a model; a backend ignores what does not apply to it."""
-
-    yarn_factor: float = 1.0  # 1 = off; up to 4 (32768 x factor tokens of context)
-    context_length: int | None = None  # cap on the context window (memory); None = full window
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
-    dtype: str = "auto"  # "auto" (the checkpoint's) | "bfloat16" | "float16" | "float32"
-    threads: int | None = None  # CPU threads (llama.cpp); None = library default
-    base_url: str | None = None  # remote servers
-    api_key: str | None = field(default=None, repr=False)  # never shown back or logged
-
-    def validate(self) -> LoadOptions:
-        validate_factor(self.yarn_factor)
-        if self.context_length is not None and self.context_length < 16:
-            raise PlaygroundError(f"context length must be at least 16 tokens, got {self.context_length}")
-        return self
+__all__ = ["Backend", "ChatRequest", "FairLock", "LoadOptions", "ModelInfo", "StopSignal"]
 
 
 @dataclass
@@ -60,6 +44,7 @@ class ModelInfo:
     rope_scaling: dict[str, Any] | None  # None when YaRN is off
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # backend-specific (kernel, file size...)
+    parallel_replies: bool = False  # False: one reply at a time, others wait their turn in order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +55,38 @@ class ModelInfo:
                  f"{self.memory_bytes / 2**20:,.1f} MiB", f"context {self.context_window:,}"]
         if self.rope_scaling:
             parts.append(f"YaRN x{self.rope_scaling.get('factor')}")
+        parts.append("replies in parallel" if self.parallel_replies else "one reply at a time")
         return " · ".join(parts + self.notes)
+
+
+class FairLock:
+    """A lock served first come, first served (``threading.Lock`` lets any waiter win, so one
+    visitor's reply could wait behind later ones indefinitely)."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._issued = 0  # tickets handed out
+        self._serving = 0  # the ticket whose turn it is
+
+    @property
+    def waiting(self) -> int:
+        """Holders and waiters (0: free)."""
+        return self._issued - self._serving
+
+    def locked(self) -> bool:
+        return self.waiting > 0
+
+    def __enter__(self) -> FairLock:
+        with self._turn:
+            ticket = self._issued
+            self._issued += 1
+            self._turn.wait_for(lambda: self._serving == ticket)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._turn:
+            self._serving += 1
+            self._turn.notify_all()
 
 
 class StopSignal:
@@ -104,12 +120,14 @@ class Backend(ABC):
     """Base class of every backend (see the module docstring)."""
 
     name: ClassVar[str]
+    # True for a server that batches requests itself (the remote backend): no per-model lock.
+    parallel_replies: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.spec: ModelSpec | None = None
         self.options = LoadOptions()
-        # One generation per model at a time: most libraries' model objects are not thread-safe.
-        self._generation_lock = threading.Lock()
+        # One generation per local model at a time: the libraries' model objects are not thread-safe.
+        self._generation_lock = FairLock()
 
     @property
     def loaded(self) -> bool:
@@ -145,27 +163,20 @@ class Backend(ABC):
         """Score ``text`` as plain text (no chat template): the number quantization users compare."""
         raise PlaygroundError(f"the {self.name} backend cannot score text")
 
-    def effective_thinking(self, thinking: bool) -> bool:
-        """Models that always (or never) think ignore the hard switch."""
-        mode = self.spec.thinking if self.spec else "hybrid"
-        return {"always": True, "never": False}.get(mode, thinking)
+    def stream_chat(self, request: ChatRequest, stop: threading.Event | None = None) -> Iterator[ChatEvent]:
+        """Stream the reply to ``request`` as reasoning/answer deltas and final stats.
 
-    def stream_chat(self, messages: Sequence[Mapping[str, Any]], settings: GenerationSettings, *,
-                    thinking: bool = True, system_prompt: str | None = None,
-                    stop: threading.Event | None = None) -> Iterator[ChatEvent]:
-        """Stream a reply to ``messages`` as reasoning/answer deltas and final stats.
-
-        Closing the iterator early (a UI's Stop, a client going away) stops the computation.
+        Closing the iterator early (a UI's Stop, a client going away) stops the computation, as
+        does setting ``stop``.
         """
         if not self.loaded:
             raise PlaygroundError("no model is loaded: load one first")
-        thinking = self.effective_thinking(thinking)
-        settings.validate(thinking)
-        prompt = model_messages(messages, system_prompt)
+        thinking = request.thinking
         cancelled = threading.Event()
         parser = ReasoningParser(starts_in_reasoning=thinking)
-        with self._generation_lock:
-            items = self._generate(prompt, settings, thinking, StopSignal(stop, cancelled))
+        turn = contextlib.nullcontext() if self.parallel_replies else self._generation_lock
+        with turn:
+            items = self._generate(request.message_list, request.settings, thinking, StopSignal(stop, cancelled))
             try:
                 for item in items:
                     if isinstance(item, RawDelta):

@@ -21,11 +21,11 @@ from typing import Any
 
 from backends.base import Backend, LoadOptions, ModelInfo, StopSignal, check_prompt_fits, new_token_budget
 from backends.hf_generation import PrefixCache
+from backends.hub import fetch_model
 from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import ModelLoadError, PlaygroundError, PromptError
-from core.events import BackendItem, Perplexity
-from core.hub import ProgressFn, fetch_model
+from core.events import BackendItem, Perplexity, ProgressFn
 from core.prompt import encode_segments, render_segments
 from core.settings import GenerationSettings
 from core.yarn import ORIGINAL_CONTEXT, rope_parameters_with_yarn
@@ -82,7 +82,7 @@ def rebuild_rotary_embeddings(model: Any) -> None:
 
 
 def import_gptqmodel() -> Any:
-    """Import gptqmodel without side effects on the rest of the app (PITFALLS.md).
+    """Import gptqmodel without side effects on the rest of the app (docs/library-notes.md).
 
     - its dependency tokenicer sets ``HF_HOME`` to a temp folder when it is unset: pin it to
       huggingface_hub's own default first, so the HF cache does not move;

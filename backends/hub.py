@@ -1,19 +1,17 @@
-"""Getting model files onto the disk: the tiny builder, local paths, or the Hugging Face Hub.
+"""Getting model files onto the disk: local paths, or the Hugging Face Hub.
 
 Downloads go through ``huggingface_hub`` into the standard HF cache, with progress reported to a
 callback ``progress(fraction, message)``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from core.catalog import TINY_PREFIX, ModelSpec
+from core.catalog import ModelSpec
 from core.errors import ModelNotFound
-
-ProgressFn = Callable[[float, str], None]
+from core.events import ProgressFn
 
 
 def _tqdm_reporting(progress: ProgressFn | None, label: str) -> type[tqdm] | None:
@@ -98,12 +96,12 @@ def resolve_repo_filename(spec: ModelSpec) -> str:
 
 def fetch_model(spec: ModelSpec, progress: ProgressFn | None = None) -> Path:
     """Local path of the model's files (a folder, or a file for GGUF), downloading if needed."""
+    if spec.local_path:  # made on this machine (the tiny models): a folder, or its one GGUF file
+        path = Path(spec.local_path)
+        ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []
+        return ggufs[0] if len(ggufs) == 1 else path
     if spec.is_tiny:
-        import tinymodels
-
-        path = tinymodels.model_path(spec.source[len(TINY_PREFIX):], progress=progress)
-        ggufs = sorted(path.glob("*.gguf"))
-        return ggufs[0] if len(ggufs) == 1 else path  # a tiny GGUF format: its one file
+        raise ModelNotFound(f"{spec.name} is built by the playground: load it through it (python app.py build-tiny)")
     path = Path(spec.source).expanduser()
     if path.exists():
         return path
@@ -128,7 +126,7 @@ def available_offline(spec: ModelSpec) -> bool:
     if spec.backend == "remote":
         return False
     if spec.is_tiny:
-        return True  # built locally on first use
+        return True  # built on this machine on first use
     if Path(spec.source).expanduser().exists():
         return True
     from huggingface_hub import try_to_load_from_cache

@@ -32,11 +32,11 @@ from typing import Any
 
 from backends.base import Backend, LoadOptions, ModelInfo, StopSignal, check_prompt_fits, new_token_budget
 from backends.gguf_meta import GGUFHeader, read_header
+from backends.hub import fetch_model, repo_files
 from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import ModelLoadError, ModelNotFound, PlaygroundError, PromptError
-from core.events import BackendItem, GenerationStats, Perplexity, RawDelta
-from core.hub import ProgressFn, fetch_model, repo_files
+from core.events import BackendItem, GenerationStats, Perplexity, ProgressFn, RawDelta
 from core.prompt import encode_segments, plain_pieces, render_segments
 from core.settings import GenerationSettings
 from core.yarn import ORIGINAL_CONTEXT, context_window, validate_factor

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from backends.base import Backend, LoadOptions
 from core.catalog import ModelSpec
-from core.hub import ProgressFn
+from core.events import ProgressFn
 
 
 class PoolKey(NamedTuple):

@@ -32,7 +32,7 @@ from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import BackendError, InvalidSettings, ModelLoadError, ModelNotFound, PlaygroundError
 from core.events import AnswerDelta, BackendItem, GenerationStats, ReasoningDelta
-from core.hub import ProgressFn
+from core.events import ProgressFn
 from core.reasoning import ReasoningParser
 from core.server_flags import server_command_lines
 from core.settings import GenerationSettings
@@ -93,6 +93,7 @@ def _field(obj: Any, name: str) -> Any:
 
 class RemoteBackend(Backend):
     name = "remote"
+    parallel_replies = True  # the server batches concurrent requests: no lock around a reply
     connect_timeout_s = 10.0
     read_timeout_s = 120.0  # longest silence between two streamed chunks
 
@@ -245,6 +246,7 @@ class RemoteBackend(Backend):
             rope_scaling=None,
             notes=notes,
             details=details,
+            parallel_replies=self.parallel_replies,
         )
 
     # -- generating ------------------------------------------------------------------------
@@ -299,7 +301,7 @@ class RemoteBackend(Backend):
         # Content is split by the shared parser; a model whose template opens <think> in the
         # prompt starts inside the reasoning.  Once the server sends reasoning separately,
         # content is the answer.
-        parser = ReasoningParser(starts_in_reasoning=self.spec.thinking == "always")
+        parser = ReasoningParser(starts_in_reasoning=self.spec.fixed_thinking is True)
         separated = False
         reasoning_started = answer_started = False
         n_chunks = reasoning_chunks = 0  # servers stream about one token per chunk

@@ -86,10 +86,11 @@ def synthetic_gguf(shape: str) -> Path:
     return out
 
 
-def run_chat(backend, turns: int, words: int, max_new_tokens: int, reuse: bool,
+def run_chat(playground, backend, turns: int, words: int, max_new_tokens: int, reuse: bool,
              first_words: int | None = None, *, settings=None, thinking: bool = True,
              forget=None) -> list[dict]:
-    """One chat of ``turns`` long user turns; a row per turn.
+    """One chat of ``turns`` long user turns through ``playground`` (a request and a reply
+    per turn, as the UI sends them) on its loaded ``backend``; a row per turn.
 
     ``settings`` defaults to the thinking preset (seed 1); ``forget`` (default: llama.cpp's
     ``llm.reset``) drops the backend's KV cache before every turn when ``reuse`` is off.
@@ -97,6 +98,7 @@ def run_chat(backend, turns: int, words: int, max_new_tokens: int, reuse: bool,
     """
     from core.events import GenerationStats, Reply
     from core.presets import get_preset
+    from playground import ModelReady
 
     if settings is None:
         settings = get_preset("thinking").settings.with_updates(seed=1, max_new_tokens=max_new_tokens)
@@ -111,7 +113,11 @@ def run_chat(backend, turns: int, words: int, max_new_tokens: int, reuse: bool,
         reply = Reply()
         first_text = None
         started = time.perf_counter()
-        for event in backend.stream_chat(history, settings, thinking=thinking):
+        request = playground.request(history, model=backend.spec.source, settings=settings, thinking=thinking,
+                                     backend=backend.name, options=backend.options)
+        for event in playground.chat(request):
+            if isinstance(event, ModelReady):
+                continue
             if first_text is None and not isinstance(event, GenerationStats) and event.text:
                 first_text = time.perf_counter() - started
             reply.add(event)
@@ -143,19 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         args.model = str(synthetic_gguf(args.synthetic))
 
-    from backends.base import LoadOptions
-    from backends.loader import open_model
+    from core.request import LoadOptions
+    from playground import Playground
 
-    backend = open_model(args.model, backend="llama.cpp",
-                         options=LoadOptions(threads=args.threads, context_length=args.context))
+    playground = Playground()
+    spec = playground.resolve(args.model, "llama.cpp")
+    options = LoadOptions(threads=args.threads, context_length=args.context)
     try:
-        run_chat(backend, 1, 20, 2, reuse=True)  # warm-up (first decode allocates buffers)
-        backend.llm.reset()
-        reused = run_chat(backend, args.turns, args.words, args.max_new_tokens, True, args.first_words)
-        baseline = reused if args.no_baseline else run_chat(backend, args.turns, args.words,
-                                                            args.max_new_tokens, False, args.first_words)
+        with playground.lease(spec, options) as backend:
+            run_chat(playground, backend, 1, 20, 2, reuse=True)  # warm-up (first decode allocates buffers)
+            backend.llm.reset()
+            reused = run_chat(playground, backend, args.turns, args.words, args.max_new_tokens, True,
+                              args.first_words)
+            baseline = reused if args.no_baseline else run_chat(playground, backend, args.turns, args.words,
+                                                                args.max_new_tokens, False, args.first_words)
     finally:
-        backend.unload()
+        playground.pool.unload_all()
     first, last = reused[0], reused[-1]
     result = {
         "model": args.model, "threads": args.threads, "words_per_turn": args.words,

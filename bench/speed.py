@@ -8,7 +8,8 @@ For every model, in one process, with one CPU thread, greedy decoding, thinking 
 number of new tokens (the tiny models' "endless" prompt, ``Sing la la la forever.``, never stops;
 the random-weight models cannot emit an end-of-turn token, see ``tinymodels.random_size``):
 
-- **playground**: ``Backend.stream_chat`` consumed as the UI consumes it.  Time to first token
+- **playground**: ``Playground.request`` + ``Playground.chat`` (the per-message checks, the pool's
+  lease, the backend's ``stream_chat``) consumed as the UI consumes it.  Time to first token
   (TTFT) is the call to the first streamed text; it includes everything the playground does
   (settings check, history rules, chat template, tokenization, worker thread, reasoning parser).
 - **bare**: the library itself on the backend's own loaded object, with the prompt ids the
@@ -192,8 +193,9 @@ class Run:
         return {k: (float(f"{v:.5g}") if isinstance(v, float) else v) for k, v in out.items()}
 
 
-def run_playground(backend: Any, messages: list[dict], settings: Any) -> Run:
+def run_playground(playground: Any, backend: Any, messages: list[dict], settings: Any) -> Run:
     from core.events import GenerationStats
+    from playground import ModelReady
 
     forget_cache(backend)
     first = last = None
@@ -201,8 +203,12 @@ def run_playground(backend: Any, messages: list[dict], settings: Any) -> Run:
     stats = None
     cpu = time.process_time()
     started = time.perf_counter()
-    for event in backend.stream_chat(messages, settings, thinking=False):
+    request = playground.request(messages, model=backend.spec.source, backend=backend.name, settings=settings,
+                                 thinking=False, options=backend.options)
+    for event in playground.chat(request):
         now = time.perf_counter()
+        if isinstance(event, ModelReady):
+            continue
         if isinstance(event, GenerationStats):
             stats = event
             continue
@@ -321,16 +327,19 @@ def _same_text(a: str, b: str) -> bool:
 
 
 def bench_model(size: str, fmt: str, args: argparse.Namespace) -> dict[str, Any]:
-    from backends.base import LoadOptions
-    from backends.loader import open_model
     from bench.kv_reuse import run_chat
+    from core.request import LoadOptions
     from core.settings import GenerationSettings
+    from playground import Playground
 
     tokens = args.tokens or DEFAULT_TOKENS[size]
     result: dict[str, Any] = {"size": size, "format": fmt}
     ref = model_ref(size, fmt)
     started = time.perf_counter()
-    backend = open_model(ref, options=LoadOptions(threads=1, context_length=args.context, device="cpu"))
+    playground = Playground()
+    lease = playground.lease(playground.resolve(ref), LoadOptions(threads=1, context_length=args.context,
+                                                                  device="cpu"))
+    backend = lease.__enter__()  # held (never evicted) until the end of this model's runs
     result.update(model=ref if size == "tiny" else f"random-0.6b-{fmt}", backend=backend.name,
                   load_s=round(time.perf_counter() - started, 2))
     try:
@@ -345,14 +354,15 @@ def bench_model(size: str, fmt: str, args: argparse.Namespace) -> dict[str, Any]
         result.update(prompt_tokens=len(ids), max_new_tokens=tokens, repeats=args.repeats or DEFAULT_REPEATS[size],
                       ttft_repeats=args.ttft_repeats,
                       bare_path="llm.generate" if getattr(backend, "llm", None) is not None else "model.generate")
-        paths = {"playground": lambda: run_playground(backend, messages, settings), "bare": bare}
+        paths = {"playground": lambda: run_playground(playground, backend, messages, settings), "bare": bare}
         repeats = args.repeats or DEFAULT_REPEATS[size]
         play, base = interleaved(paths, repeats)
         ratios = [p.tokens_per_s / b.tokens_per_s for p, b in zip(play, base) if p.tokens_per_s and b.tokens_per_s]
         # TTFT from its own runs of one new token: many more pairs for the same time, so that a
         # few ms of difference stands out of a busy machine's noise even for a 0.6B prefill.
         one = settings.with_updates(max_new_tokens=1)
-        first = {"playground": lambda: run_playground(backend, messages, one), "bare": bare_runner(backend, ids, 1)}
+        first = {"playground": lambda: run_playground(playground, backend, messages, one),
+                 "bare": bare_runner(backend, ids, 1)}
         play1, base1 = interleaved(first, args.ttft_repeats)
         result.update(
             tokens_generated={"playground": sorted({r.tokens for r in play}), "bare": sorted({r.tokens for r in base})},
@@ -380,13 +390,15 @@ def bench_model(size: str, fmt: str, args: argparse.Namespace) -> dict[str, Any]
             chat = dict(settings=settings.with_updates(max_new_tokens=args.turn_tokens), thinking=False,
                         forget=lambda: forget_cache(backend))
             forget_cache(backend)
-            reused = run_chat(backend, args.turns, words, args.turn_tokens, True, **chat)
+            reused = run_chat(playground, backend, args.turns, words, args.turn_tokens, True, **chat)
             multi: dict[str, Any] = {"turns": args.turns, "words_per_turn": words, "reuse": reused}
             if not args.no_baseline:
-                multi["no_reuse"] = run_chat(backend, args.turns, words, args.turn_tokens, False, **chat)
+                multi["no_reuse"] = run_chat(playground, backend, args.turns, words, args.turn_tokens, False,
+                                             **chat)
             result["multi_turn"] = multi
     finally:
-        backend.unload()
+        lease.__exit__(None, None, None)
+        playground.pool.unload_all()
     return result
 
 

@@ -32,6 +32,20 @@ class ModelSpec:
     params: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # where the files already are, when the playground made them (the tiny models); backends
+    # read it before ``source`` (which stays the model's identity)
+    local_path: str | None = field(default=None, compare=False)
+
+    @property
+    def fixed_thinking(self) -> bool | None:
+        """True: the model always thinks; False: it never does; None: the hard switch decides."""
+        return {"always": True, "never": False}.get(self.thinking)
+
+    def effective_thinking(self, requested: bool) -> bool:
+        """What the model will do when the hard switch says ``requested`` (the one place this
+        rule lives: Qwen3-*-Thinking-2507 always think, *-Instruct-2507 never do)."""
+        fixed = self.fixed_thinking
+        return bool(requested) if fixed is None else fixed
 
     @property
     def is_tiny(self) -> bool:
@@ -42,7 +56,9 @@ class ModelSpec:
         return not self.is_tiny and Path(self.source).expanduser().exists()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["local_path"]  # where this machine keeps it: not part of what the model is
+        return data
 
 
 def load_catalog(path: Path = CATALOG_FILE) -> list[ModelSpec]:

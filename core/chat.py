@@ -2,8 +2,8 @@
 
 A history is a list of OpenAI-style messages ``{"role", "content"}``; assistant messages may
 carry their reasoning under ``"reasoning"`` (or ``"reasoning_content"``, as servers name it).
-Gradio-shaped histories are accepted too: content as a list of parts, and "thought" messages
-(a ``metadata`` with a ``title``) that only display reasoning.
+Gradio-shaped histories are accepted too: content as a list of parts, and the playground's own
+reasoning panels and notes (``core.messages``: shown, never sent to the model).
 """
 from __future__ import annotations
 
@@ -11,25 +11,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.errors import PromptError
+from core.messages import content_text, goes_to_model
 from core.reasoning import THINK_CLOSE, THINK_OPEN
 
 ROLES = ("system", "user", "assistant")
 SOFT_SWITCHES = ("/think", "/no_think")
 
 Message = dict[str, str]
-
-
-def content_text(content: Any) -> str:
-    """Flatten message content: a string, or a list of parts (``{"type": "text", "text"}``)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Mapping):
-        return str(content.get("text", ""))
-    if isinstance(content, Sequence):
-        return "".join(content_text(part) for part in content)
-    raise PromptError(f"message content must be text, got {type(content).__name__}")
 
 
 def answer_only(content: str) -> str:
@@ -39,11 +27,6 @@ def answer_only(content: str) -> str:
     if content.lstrip().startswith(THINK_OPEN):  # cut off while reasoning: no answer yet
         return ""
     return content
-
-
-def _is_thought(message: Mapping[str, Any]) -> bool:
-    metadata = message.get("metadata") or {}
-    return isinstance(metadata, Mapping) and bool(metadata.get("title"))
 
 
 def model_messages(history: Sequence[Mapping[str, Any]], system_prompt: str | None = None) -> list[Message]:
@@ -58,7 +41,7 @@ def model_messages(history: Sequence[Mapping[str, Any]], system_prompt: str | No
     for i, message in enumerate(history):
         if not isinstance(message, Mapping):
             raise PromptError(f"message {i} is not an object with 'role' and 'content'")
-        if _is_thought(message):
+        if not goes_to_model(message):
             continue
         role = message.get("role")
         if role not in ROLES:

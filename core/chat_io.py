@@ -1,9 +1,10 @@
 """A chat as a file: export to JSON or Markdown, import either back.
 
-JSON (``{"format": "qwen3-playground-chat", "version": 1, "messages": [...]}``) holds the
-messages exactly as the chat shows them: OpenAI-style ``role`` / ``content``, and for the notes
-(reasoning panels, statistics, errors, "Stopped") a ``metadata`` with a ``title``. A bare list
-of messages imports too.
+JSON (``{"format": "qwen3-playground-chat", "version": 2, "messages": [...]}``) holds the
+messages exactly as the chat shows them: OpenAI-style ``role`` / ``content``, and for a reply's
+parts (reasoning panels, answers, statistics, errors, "Stopped") a ``metadata`` whose ``id`` says
+what the message is (``core.messages``) and whose ``title`` is for reading. A bare list of
+messages imports too; version 1 files (no ids) are upgraded on import.
 
 Markdown is for reading; it ends with the same JSON in an HTML comment (base64, invisible when
 rendered), so a Markdown export imports back exactly. Edits to the readable part are not read.
@@ -23,9 +24,10 @@ from typing import Any
 
 from core.chat import ROLES, content_text
 from core.errors import PlaygroundError, PromptError
+from core.messages import KINDS, kind_of, message_id, new_reply_id
 
 FORMAT = "qwen3-playground-chat"
-VERSION = 1
+VERSION = 2
 MAX_IMPORT_BYTES = 16 * 2**20  # a chat file larger than this is refused unread
 MAX_MESSAGES = 10_000
 MARKER = "qwen3-playground-chat"
@@ -50,6 +52,11 @@ def _metadata(raw: Any, where: str) -> dict[str, Any] | None:
         if raw is None:
             raise ChatFileError(f"{where}: metadata must be an object")
     out: dict[str, Any] = {}
+    ident = raw.get("id")
+    if ident not in (None, ""):
+        if not isinstance(ident, str) or ident.partition(":")[0] not in KINDS:
+            raise ChatFileError(f"{where}: metadata.id must be '<kind>:<reply>' with a kind among {', '.join(KINDS)}")
+        out["id"] = ident
     title = raw.get("title")
     if title not in (None, ""):
         if not isinstance(title, str):
@@ -68,14 +75,24 @@ def _metadata(raw: Any, where: str) -> dict[str, Any] | None:
     return out or None
 
 
+def _legacy_kind(title: str) -> str:
+    """What a version-1 note was, from its title (the only place titles are read: version 1
+    files had no ids)."""
+    if title.startswith(("Thinking", "Thought")):
+        return "reasoning"
+    return {"Error": "error", "Stopped": "stopped", "Interrupted": "interrupted"}.get(title, "stats")
+
+
 def normalise(messages: Sequence[Any]) -> list[dict[str, Any]]:
-    """Plain messages (role, content as text, metadata with title/status/duration only); a
-    reasoning panel left "pending" (the page went away mid-reply) becomes a finished one."""
+    """Plain messages (role, content as text, metadata with id/title/status/duration only); a
+    version-1 note gets its id; a reasoning panel left "pending" (the page went away mid-reply)
+    becomes a finished one."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise ChatFileError("a chat is a list of messages")
     if len(messages) > MAX_MESSAGES:
         raise ChatFileError(f"the chat has {len(messages):,} messages; at most {MAX_MESSAGES:,} can be imported")
     out = []
+    reply_id = new_reply_id()
     for i, message in enumerate(messages):
         where = f"message {i + 1}"
         if not isinstance(message, Mapping) and not hasattr(message, "role"):
@@ -89,6 +106,10 @@ def normalise(messages: Sequence[Any]) -> list[dict[str, Any]]:
             raise ChatFileError(f"{where}: content must be text") from None
         item: dict[str, Any] = {"role": role, "content": text}
         metadata = _metadata(_field(message, "metadata"), where)
+        if role == "user":
+            reply_id = new_reply_id()
+        if metadata and role == "assistant" and "id" not in metadata and metadata.get("title"):
+            metadata["id"] = message_id(_legacy_kind(metadata["title"]), reply_id)
         if metadata:
             if metadata.get("status") == "pending":
                 metadata["status"] = "done"
@@ -122,16 +143,17 @@ def to_markdown(history: Sequence[Any], model: str | None = None) -> str:
     head = f"*Exported {data['exported_at'].replace('T', ' ').rstrip('Z')} UTC"
     lines = ["# Qwen3 Playground chat", "", head + (f" · model `{model}`*" if model else "*"), ""]
     for message in data["messages"]:
-        title = (message.get("metadata") or {}).get("title")
+        title = (message.get("metadata") or {}).get("title") or ""
         text = message["content"]
-        if message["role"] != "assistant":
+        kind = kind_of(message)
+        if kind is None:
             lines += [f"**{message['role'].capitalize()}**", "", text, ""]
-        elif title and title.startswith(("Thinking", "Thought")):
+        elif kind == "reasoning":
             lines += [f"**Assistant** · *{title}*", "", _quote(text), ""]
-        elif title:
-            lines += [f"*{title}*" + (f"  \n{text}" if text else ""), ""]
-        else:
+        elif kind == "answer":
             lines += ["**Assistant**", "", text, ""]
+        else:
+            lines += [f"*{title}*" + (f"  \n{text}" if text else ""), ""]
     payload = base64.b64encode(json.dumps(data, ensure_ascii=False).encode("utf-8")).decode("ascii")
     lines += ["---", "", f"<!-- {MARKER} v{VERSION} base64:{payload} -->", ""]
     return "\n".join(lines)

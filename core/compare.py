@@ -31,9 +31,10 @@ class EntryResult:
     info: dict[str, Any] | None = None
     load_s: float | None = None
     error: str | None = None
+    stop_reason: str | None = None  # "stopped" (Stop) or "error" when the reply ended early
     perplexity: dict[str, Any] | None = None
     history: list[dict[str, str]] = field(default_factory=list)  # this column's own conversation
-    # earlier turns of a multi-turn comparison: {"prompt", "reasoning", "answer", "stats", "error"}
+    # earlier turns of a multi-turn comparison: {"prompt", "reasoning", "answer", "stats", "error", "stop_reason"}
     turns: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, event: ChatEvent) -> None:
@@ -88,14 +89,15 @@ class Comparison:
         for entry in self.entries:
             if entry.history and entry.history[-1]["role"] == "user":  # close the previous turn
                 entry.turns.append({"prompt": entry.history[-1]["content"], "reasoning": entry.reasoning,
-                                    "answer": entry.answer, "stats": entry.stats, "error": entry.error})
+                                    "answer": entry.answer, "stats": entry.stats, "error": entry.error,
+                                    "stop_reason": entry.stop_reason})
                 if entry.stats is not None:
                     entry.history.append({"role": "assistant", "content": entry.answer})
                 else:
                     entry.history.pop()  # it failed: there is no answer to continue from
             entry.history.append({"role": "user", "content": prompt})
             entry.reasoning = entry.answer = ""
-            entry.stats = entry.error = None
+            entry.stats = entry.error = entry.stop_reason = None
         self.prompt = prompt
         return [list(entry.history) for entry in self.entries]
 
@@ -121,7 +123,7 @@ class Comparison:
                 "prefix_agreement": prefix_agreement(reference.output, entry.output) if ok and ref_ok else None,
                 "answer_matches": final_answer(reference.answer) == final_answer(entry.answer) if ok and ref_ok else None,
                 "perplexity": entry.perplexity["perplexity"] if entry.perplexity else None,
-                "error": entry.error,
+                "error": entry.error or entry.stop_reason,
             })
         return rows
 
@@ -133,7 +135,7 @@ class Comparison:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Comparison:
-        entries = [EntryResult(**e) for e in data.get("entries", [])]
+        entries = [EntryResult(**_upgrade_entry(e)) for e in data.get("entries", [])]
         return cls(prompt=data["prompt"], settings=data["settings"], thinking=data["thinking"],
                    system_prompt=data.get("system_prompt", ""), entries=entries,
                    created=data.get("created", ""))
@@ -167,6 +169,13 @@ class Comparison:
                 lines += ["<details><summary>Reasoning</summary>", "", entry.reasoning, "", "</details>", ""]
             lines += [entry.answer or "_(no answer)_"]
         return "\n".join(lines) + "\n"
+
+
+def _upgrade_entry(data: dict[str, Any]) -> dict[str, Any]:
+    """An entry of an earlier export: a stopped entry said so in its error field."""
+    if data.get("error") == "stopped" and "stop_reason" not in data:
+        return {**data, "error": None, "stop_reason": "stopped"}
+    return data
 
 
 def _cell(key: str, value: Any) -> str:

@@ -29,7 +29,7 @@ def _flag(value: str | None, default: bool) -> bool:
 @dataclass(frozen=True)
 class AppConfig:
     hosted: bool = False
-    default_model: str | None = None  # the model sessions start on (None: pick one, see ui.context)
+    default_model: str | None = None  # the model sessions start on (None: pick one, see playground.startup)
     max_models: int = 1  # models loaded at once (LRU beyond that)
     max_message_chars: int = 100_000  # a longer message is refused before any compute
     allowed_models: tuple[str, ...] = ()  # hosted mode: repo ids allowed beyond the catalog
@@ -62,24 +62,25 @@ class AppConfig:
     def remote_api_key(self) -> str | None:
         return os.environ.get(self.remote_api_key_env)
 
-    def resolve(self, ref: str, backend: str | None = None) -> ModelSpec:
-        """``core.catalog.resolve_model`` under this configuration's rules.
+    def resolve(self, ref: str, backend: str | None = None, catalog: list[ModelSpec] | None = None) -> ModelSpec:
+        """``core.catalog.resolve_model`` under this configuration's rules (``catalog``: the
+        catalog already read, else it is read now).
 
         ``remote:<served model>`` names a model on the host's remote server
         (``QWEN3_PLAYGROUND_REMOTE_URL``), hosted or not: a page never supplies a URL.
         """
         ref = (ref or "").strip()
+        catalog = load_catalog() if catalog is None else catalog
         if not self.hosted:
             if backend is None and ref.startswith("remote:"):
                 if not self.remote_base_url:
                     raise ModelNotFound("no remote server is configured: set QWEN3_PLAYGROUND_REMOTE_URL")
                 return resolve_model(ref.removeprefix("remote:"), "remote")
-            return resolve_model(ref, backend)
+            return resolve_model(ref, backend, catalog=catalog)
         if backend == "remote" or (backend is None and ref.startswith("remote:")):
             if not self.remote_base_url:
                 raise ModelNotFound("this hosted playground has no remote server configured")
             return resolve_model(ref.removeprefix("remote:"), "remote")
-        catalog = load_catalog()
         for spec in catalog:
             if ref in (spec.name, spec.source) and spec.backend != "remote":
                 return spec
@@ -88,7 +89,8 @@ class AppConfig:
         raise ModelNotFound(f"{ref!r} is not available here: this hosted playground only serves the models "
                             "in its catalog")
 
-    def check_spec(self, spec: ModelSpec, base_url: str | None = None) -> None:
+    def check_spec(self, spec: ModelSpec, base_url: str | None = None,
+                   catalog: list[ModelSpec] | None = None) -> None:
         """Refuse (``ModelNotFound``) a resolved model hosted mode does not serve, whatever path
         produced it: the model pool calls this before every load (defence in depth)."""
         if not self.hosted:
@@ -99,7 +101,7 @@ class AppConfig:
             if base_url != self.remote_base_url:
                 raise ModelNotFound("this hosted playground only talks to the remote server its host configured")
             return
-        for entry in load_catalog():
+        for entry in load_catalog() if catalog is None else catalog:
             if entry.backend != "remote" and (spec.source, spec.filename) == (entry.source, entry.filename):
                 return
         if spec.source in self.allowed_models:

@@ -1,8 +1,11 @@
 """What a chat stream yields: reasoning text, answer text, and final statistics."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal, Union
+
+ProgressFn = Callable[[float, str], None]  # progress(fraction 0..1, message) of a load or download
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -55,6 +58,9 @@ ChatEvent = Union[ReasoningDelta, AnswerDelta, GenerationStats]
 BackendItem = Union[RawDelta, ReasoningDelta, AnswerDelta, GenerationStats]
 
 
+StopReason = Literal["stopped", "error", "interrupted"]  # how a reply ended early (None: it finished)
+
+
 @dataclass
 class Reply:
     """A reply accumulated from a stream of :data:`ChatEvent` (what the UI and CLI keep)."""
@@ -62,6 +68,8 @@ class Reply:
     reasoning: str = ""
     answer: str = ""
     stats: GenerationStats | None = None
+    stop_reason: StopReason | None = None
+    error: str | None = None  # what went wrong, when stop_reason is "error"
 
     def add(self, event: ChatEvent) -> None:
         if isinstance(event, ReasoningDelta):

@@ -50,7 +50,7 @@ def rope_parameters_with_yarn(existing: dict[str, Any] | None, factor: float) ->
     """Merge YaRN into a transformers-5 ``rope_parameters`` dict, keeping ``rope_theta``.
 
     Factor 1 removes any YaRN keys and restores the default rope type. Passing a fresh dict to
-    ``from_pretrained`` instead would drop ``rope_theta`` (PITFALLS.md).
+    ``from_pretrained`` instead would drop ``rope_theta`` (docs/library-notes.md).
     """
     factor = validate_factor(factor)
     params = {k: v for k, v in (existing or {}).items()

@@ -11,15 +11,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 
-from backends.base import Backend, LoadOptions
-from backends.registry import backend_class, create_backend
-from core.catalog import ModelSpec, resolve_model
+from backends.base import Backend
+from backends.registry import backend_class
+from core.catalog import ModelSpec
 from core.compare import Comparison, EntryResult
 from core.errors import PlaygroundError
-from core.hub import ProgressFn
+from core.events import ProgressFn
+from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
+
+from playground.service import ModelReady
+
+if TYPE_CHECKING:
+    from playground.service import Playground
 
 # (spec, options, progress) -> a context manager lending a loaded backend
 Acquire = Callable[[ModelSpec, LoadOptions, ProgressFn | None], ContextManager[Backend]]
@@ -34,26 +40,12 @@ class EntrySpec:
     options: LoadOptions = LoadOptions()
     label: str | None = None
 
-    def resolve(self) -> ModelSpec:
-        return resolve_model(self.model, self.backend)
-
 
 @dataclass(frozen=True)
 class ColumnEvent:
     index: int
-    kind: str  # "loading" | "loaded" | "event" | "error" | "done"
-    payload: Any = None  # progress text | (info dict, load seconds) | ChatEvent | message | None
-
-
-@contextlib.contextmanager
-def load_fresh(spec: ModelSpec, options: LoadOptions, progress: ProgressFn | None) -> Iterator[Backend]:
-    """Acquire for one-off runs (CLI): load, lend, unload (so entries don't compete for memory)."""
-    backend = create_backend(spec.backend)
-    backend.load(spec, options, progress)
-    try:
-        yield backend
-    finally:
-        backend.unload()
+    kind: str  # "loaded" | "event" | "error" | "done"
+    payload: Any = None  # ModelReady | ChatEvent | error message | None
 
 
 def new_comparison(entries: list[EntrySpec], prompt: str, settings: GenerationSettings, thinking: bool,
@@ -65,24 +57,21 @@ def new_comparison(entries: list[EntrySpec], prompt: str, settings: GenerationSe
     return comparison
 
 
-def _run_entry(index: int, entry: EntrySpec, history: list[dict[str, str]], settings: GenerationSettings,
-               thinking: bool, system_prompt: str, acquire: Acquire, stop: threading.Event,
-               load_lock: threading.Lock) -> Iterator[ColumnEvent]:
+def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: list[dict[str, str]],
+               settings: GenerationSettings, thinking: bool, system_prompt: str, acquire: Acquire,
+               stop: threading.Event, load_lock: threading.Lock) -> Iterator[ColumnEvent]:
     try:
-        spec = entry.resolve()
-        progress_events: list[ColumnEvent] = []
+        spec = playground.resolve(entry.model, entry.backend)
+        request = ChatRequest.build(spec, entry.options, history, settings, thinking, system_prompt or None)
         with contextlib.ExitStack() as lease:
             with load_lock:  # the clock starts once it is this entry's turn to load
                 if stop.is_set():
                     raise PlaygroundError("stopped before it started")
                 backend_class(spec.backend)  # import the library before the clock starts: load time is the model's
                 started = time.perf_counter()
-                backend = lease.enter_context(acquire(spec, entry.options, lambda f, m: progress_events.append(
-                    ColumnEvent(index, "loading", m))))
-            yield from progress_events
-            yield ColumnEvent(index, "loaded", (backend.describe().to_dict(), time.perf_counter() - started))
-            for event in backend.stream_chat(history, settings, thinking=thinking,
-                                             system_prompt=system_prompt or None, stop=stop):
+                backend = lease.enter_context(acquire(spec, entry.options, None))
+            yield ColumnEvent(index, "loaded", ModelReady(backend.describe(), time.perf_counter() - started))
+            for event in backend.stream_chat(request, stop):
                 yield ColumnEvent(index, "event", event)
     except PlaygroundError as exc:
         yield ColumnEvent(index, "error", str(exc))
@@ -91,16 +80,29 @@ def _run_entry(index: int, entry: EntrySpec, history: list[dict[str, str]], sett
     yield ColumnEvent(index, "done")
 
 
-def run_comparison(entries: list[EntrySpec], histories: list[list[dict[str, str]]], settings: GenerationSettings,
-                   thinking: bool, *, system_prompt: str = "", acquire: Acquire = load_fresh,
-                   concurrent: bool = False, stop: threading.Event | None = None) -> Iterator[ColumnEvent]:
-    """Stream every entry's reply to its own conversation (``histories[i]`` ends with the prompt)."""
+def run_comparison(playground: Playground, entries: list[EntrySpec], histories: list[list[dict[str, str]]],
+                   settings: GenerationSettings, thinking: bool, *, system_prompt: str = "",
+                   acquire: Acquire | None = None, concurrent: bool = False,
+                   stop: threading.Event | None = None) -> Iterator[ColumnEvent]:
+    """Stream every entry's reply to its own conversation (``histories[i]`` ends with the prompt).
+
+    Models come from ``acquire`` (default: the playground's shared pool; the CLI loads each
+    entry on its own with ``playground.load_fresh``). Each entry's request is checked by the
+    same rules as a chat (``ChatRequest.build``): an entry that always or never thinks follows
+    its model.
+    """
     stop = stop or threading.Event()
+    acquire = acquire or playground.lease
     # The entries load one at a time, also "at the same time" (generation is what runs together):
     # first-time library imports from two threads at once (transformers' lazy modules, needed by
     # one entry's load while another's imports them) fail with "cannot import name ..."; and
     # loads mostly compete for the same disk and memory anyway.
     load_lock = threading.Lock()
+
+    def run(i: int, entry: EntrySpec) -> Iterator[ColumnEvent]:
+        return _run_entry(playground, i, entry, histories[i], settings, thinking, system_prompt, acquire, stop,
+                          load_lock)
+
     try:
         if not concurrent:
             for i, entry in enumerate(entries):
@@ -108,14 +110,12 @@ def run_comparison(entries: list[EntrySpec], histories: list[list[dict[str, str]
                     yield ColumnEvent(i, "error", "stopped before it started")
                     yield ColumnEvent(i, "done")
                     continue
-                yield from _run_entry(i, entry, histories[i], settings, thinking, system_prompt, acquire, stop,
-                                      load_lock)
+                yield from run(i, entry)
             return
         events: queue.Queue[ColumnEvent] = queue.Queue()
 
         def worker(i: int, entry: EntrySpec) -> None:
-            for event in _run_entry(i, entry, histories[i], settings, thinking, system_prompt, acquire, stop,
-                                   load_lock):
+            for event in run(i, entry):
                 events.put(event)
 
         threads = [threading.Thread(target=worker, args=(i, e), name=f"compare-{i}", daemon=True)
@@ -137,12 +137,12 @@ def collect(comparison: Comparison, events: Iterator[ColumnEvent],
     for event in events:
         entry = comparison.entries[event.index]
         if event.kind == "loaded":
-            entry.info, entry.load_s = event.payload
-            entry.backend = entry.info["backend"]
+            entry.info, entry.load_s = event.payload.info.to_dict(), event.payload.load_s
+            entry.backend = event.payload.info.backend
         elif event.kind == "event":
             entry.add(event.payload)
         elif event.kind == "error":
-            entry.error = event.payload
+            entry.error, entry.stop_reason = event.payload, "error"
         if on_event:
             on_event(event)
     return comparison

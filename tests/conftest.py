@@ -49,6 +49,28 @@ def launch_in_process(demo: Any, concurrency: int = 4) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def build_test_app(pool: Any = None, start_model: str | None = "tiny-bf16", config: Any = None) -> Any:
+    """The playground's Blocks on ``pool`` (a new one if None), starting on ``start_model``."""
+    from backends.pool import ModelPool
+    from core.config import AppConfig
+    from playground import Playground
+    from ui.blocks import build_app
+
+    config = config or AppConfig()
+    playground = Playground(config, pool or ModelPool(max_models=config.max_models))
+    playground.start_up(start_model)
+    return build_app(playground)
+
+
+def ask(backend: Any, messages: list[dict], settings: Any, *, thinking: bool = True, system_prompt: str | None = None,
+        stop: Any = None):
+    """``backend.stream_chat`` for ``messages`` under the same rules as the playground's requests."""
+    from core.request import ChatRequest
+
+    request = ChatRequest.build(backend.spec, backend.options, messages, settings, thinking, system_prompt)
+    return backend.stream_chat(request, stop)
+
+
 @pytest.fixture(scope="session")
 def tiny_bf16() -> Path:
     import tinymodels
@@ -64,10 +86,7 @@ class UIServer:
 
     def backend(self, model: str = "tiny-bf16", yarn_factor: float = 1.0):
         """The backend the pool holds for (model, yarn_factor), or None."""
-        from backends.base import LoadOptions
-        from core.catalog import resolve_model
-
-        return self.pool.peek(resolve_model(model), LoadOptions(yarn_factor=yarn_factor))
+        return self.demo.playground.peek(model, yarn_factor)
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +95,9 @@ def ui_server(tiny_bf16) -> UIServer:
 
     torch.set_num_threads(1)
     from backends.pool import ModelPool
-    from ui.blocks import build_app
 
     pool = ModelPool(max_models=3)
-    demo = build_app(pool, start_model="tiny-bf16")
+    demo = build_test_app(pool, "tiny-bf16")
     url = launch_in_process(demo)
     try:
         yield UIServer(url, demo, pool)

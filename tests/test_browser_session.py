@@ -29,7 +29,7 @@ def counted_tiny_model(ui_server, monkeypatch):
     from backends.base import LoadOptions
     from core.catalog import resolve_model
 
-    backend = ui_server.pool.get(resolve_model("tiny-bf16"), LoadOptions())
+    backend = ui_server.demo.playground.load("tiny-bf16")
     forward = backend.model.forward
     backend.forward_calls = 0
 

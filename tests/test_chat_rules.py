@@ -32,7 +32,8 @@ def test_inline_think_blocks_in_assistant_content_are_dropped():
 def test_gradio_shaped_history_thoughts_and_parts():
     history = [
         {"role": "user", "content": [{"type": "text", "text": "Name a fruit."}]},
-        {"role": "assistant", "content": "I like apples.", "metadata": {"title": "Thought for 1 s", "status": "done"}},
+        {"role": "assistant", "content": "I like apples.", "metadata": {"id": "reasoning:r1", "title": "Thought for 1 s",
+                                                                     "status": "done"}},
         {"role": "assistant", "content": [{"type": "text", "text": "Apple."}], "metadata": None},
         {"role": "user", "content": "Another one? /no_think"},
     ]

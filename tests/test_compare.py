@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from backends.base import LoadOptions
-from backends.compare_runner import EntrySpec, collect, new_comparison, run_comparison
+from playground import Playground, load_fresh
+from playground.compare import EntrySpec, collect, new_comparison, run_comparison
 from core.compare import Comparison, final_answer, prefix_agreement
 from core.presets import get_preset
 from core.texts import TEXTS
@@ -31,7 +32,8 @@ def test_prefix_agreement_and_answer_matching():
 def run(entries, prompt="What is 2+3?", settings=THINKING, thinking=True, concurrent=False, stop=None, comparison=None):
     comparison = comparison or new_comparison(entries, prompt, settings, thinking)
     histories = comparison.start_turn(prompt)
-    return collect(comparison, run_comparison(entries, histories, settings, thinking, concurrent=concurrent, stop=stop))
+    return collect(comparison, run_comparison(Playground(), entries, histories, settings, thinking, acquire=load_fresh,
+                                                      concurrent=concurrent, stop=stop))
 
 
 def test_two_formats_side_by_side_with_figures_and_a_failing_entry(tmp_path):
@@ -75,7 +77,8 @@ def test_stop_stops_every_column():
         if seen == 40:
             stop.set()
 
-    collect(comparison, run_comparison(entries, histories, settings, False, concurrent=True, stop=stop), on_event)
+    collect(comparison, run_comparison(Playground(), entries, histories, settings, False, acquire=load_fresh,
+                                         concurrent=True, stop=stop), on_event)
     for entry in comparison.entries:
         assert entry.stats["finish_reason"] == "cancelled" and entry.stats["completion_tokens"] < 500
     assert not [t for t in threading.enumerate() if t.name == "generate" and t.is_alive()]
@@ -92,7 +95,7 @@ def test_follow_up_continues_each_columns_own_conversation():
 
 
 def test_perplexity_of_the_scripted_text_is_low_and_comparable():
-    from backends.loader import open_model
+    from playground import open_model
 
     scores = {m: open_model(m).perplexity(TEXTS["tiny-script"]).perplexity for m in ("tiny-bf16", "tiny-fp8")}
     assert all(1.0 <= p < 1.5 for p in scores.values()), scores

@@ -258,19 +258,20 @@ def test_bad_requests_are_refused_with_a_reason(ui_server, tmp_path):
 
 def test_stop_marks_columns_that_were_cut_short():
     """The Stop button's follow-up step: spinners close, unfinished columns say "Stopped"."""
-    from backends.compare_runner import EntrySpec, new_comparison
     from backends.pool import ModelPool
     from core.settings import GenerationSettings
+    from playground import Playground
+    from playground.compare import EntrySpec, new_comparison
     from ui.compare_handlers import make_compare_handlers
     from ui.compare_view import column_messages
-    from ui.context import AppContext, StartModel
 
     comparison = new_comparison([EntrySpec("a"), EntrySpec("b")], ADD_Q, GenerationSettings(), True)
     comparison.start_turn(ADD_Q)
     comparison.entries[0].reasoning = "half a tho"
-    stopped = make_compare_handlers(AppContext(ModelPool(), StartModel("tiny-bf16")))[2]
+    stopped = make_compare_handlers(Playground(pool=ModelPool()))[2]
     assert stopped(comparison)[-2].startswith("Stopped")
     first, second = column_messages(comparison, 0), column_messages(comparison, 1)
     thought, note = first[1], first[-1]
     assert thought["metadata"]["status"] == "done" and "cut off" in thought["metadata"]["title"]
-    assert note["metadata"]["title"] == "Stopped" and second[-1]["metadata"]["title"] == "Stopped"
+    assert note["metadata"]["id"].startswith("stopped:") and second[-1]["metadata"]["id"].startswith("stopped:")
+    assert comparison.entries[0].error is None and comparison.entries[0].stop_reason == "stopped"

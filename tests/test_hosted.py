@@ -69,7 +69,7 @@ def hosted(tiny_bf16):
     torch.set_num_threads(1)
     from backends.pool import ModelPool, _default_factory
     from conftest import UIServer, launch_in_process
-    from ui.blocks import build_app
+    from conftest import build_test_app
 
     os.environ[KEY_ENV] = "sk-host-secret"
     made: list[str] = []
@@ -81,7 +81,7 @@ def hosted(tiny_bf16):
     config = AppConfig(hosted=True, max_models=2, max_message_chars=1000, remote_base_url=REMOTE_URL,
                        remote_api_key_env=KEY_ENV)
     pool = ModelPool(max_models=config.max_models, factory=factory)
-    demo = build_app(pool, start_model="tiny-bf16", config=config)
+    demo = build_test_app(pool, "tiny-bf16", config)
     server = UIServer(launch_in_process(demo), demo, pool)
     server.made = made
     try:
@@ -110,7 +110,7 @@ def generations(hosted, monkeypatch):
     """Counts the tiny model's generations (and the most that ran at once on it)."""
     from core.catalog import resolve_model
 
-    backend = hosted.pool.get(resolve_model("tiny-bf16"), LoadOptions())
+    backend = hosted.demo.playground.load("tiny-bf16")
     counter = {"calls": 0, "active": 0, "max_active": 0}
     original = backend._generate
     lock = threading.Lock()
@@ -221,7 +221,7 @@ def test_a_long_reply_does_not_block_the_next_message(client, hosted):
 
 @pytest.mark.parametrize("index, value, words", [
     (0, 5.0, "temperature must be between 0 and 2"),
-    (1, 0.0, "top_p must be greater than 0"),
+    (1, 0.0, "top_p must be between 0 (excluded) and 1"),
     (2, -1, "top_k must be between 0 and 1000"),
     (3, 1.5, "min_p must be between 0 and 1"),
     (4, -0.5, "presence_penalty must be between 0 and 2"),
@@ -253,7 +253,7 @@ def test_greedy_thinking_is_refused_by_the_api(client, generations):
 def test_role_injection_text_stays_plain_through_the_chat_api(client, hosted, monkeypatch):
     from core.catalog import resolve_model
 
-    backend = hosted.pool.get(resolve_model("tiny-bf16"), LoadOptions())
+    backend = hosted.demo.playground.load("tiny-bf16")
     prompts: list[list[int]] = []
     encode = backend.encode_prompt
 
@@ -321,7 +321,7 @@ def test_a_model_swap_never_interrupts_a_reply(client, hosted, monkeypatch):
     from core.catalog import resolve_model
 
     hosted.pool.unload_all()
-    backend = hosted.pool.get(resolve_model("tiny-bf16"), LoadOptions())
+    backend = hosted.demo.playground.load("tiny-bf16")
     forward = backend.model.forward
 
     def slow_forward(*args, **kwargs):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from core import hub
+from backends import hub
 from core.catalog import inspect_local, load_catalog, resolve_model
 from core.errors import ModelLoadError, ModelNotFound
 

@@ -6,6 +6,8 @@ import threading
 
 import pytest
 
+from conftest import ask
+
 pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
 
@@ -14,7 +16,7 @@ from backends.base import LoadOptions  # noqa: E402
 from backends.gguf_meta import read_header  # noqa: E402
 from backends.llama_cpp_backend import (LlamaCppBackend, file_type_name, plan_context,  # noqa: E402
                                         rope_kwargs)
-from backends.loader import open_model  # noqa: E402
+from playground import materialise, open_model  # noqa: E402
 from core.catalog import ModelSpec, resolve_model  # noqa: E402
 from core.chat import model_messages  # noqa: E402
 from core.errors import ModelLoadError, ModelNotFound, PromptError  # noqa: E402
@@ -51,7 +53,7 @@ def q8(backends):
 
 def chat(backend, messages, settings, thinking=True, stop=None) -> Reply:
     reply = Reply()
-    for event in backend.stream_chat(messages, settings, thinking=thinking, stop=stop):
+    for event in ask(backend, messages, settings, thinking=thinking, stop=stop):
         reply.add(event)
     return reply
 
@@ -181,7 +183,7 @@ def test_stop_event_ends_the_loop(q8):
     stop = threading.Event()
     settings = GenerationSettings(temperature=0, max_new_tokens=2000)
     reply = Reply()
-    for event in q8.stream_chat(case("endless").messages, settings, thinking=False, stop=stop):
+    for event in ask(q8, case("endless").messages, settings, thinking=False, stop=stop):
         reply.add(event)
         if len(reply.answer) > 30:
             stop.set()
@@ -191,14 +193,13 @@ def test_stop_event_ends_the_loop(q8):
 
 def test_closing_the_stream_stops_decoding(q8):
     settings = GenerationSettings(temperature=0, max_new_tokens=2000)
-    events = q8.stream_chat(case("endless").messages, settings, thinking=False)
+    events = ask(q8, case("endless").messages, settings, thinking=False)
     for _ in range(5):
         next(events)
     events.close()  # what Gradio's Stop does
     used = q8.llm.n_tokens
     assert used < 40  # prompt + a few tokens, not 2000
-    assert q8._generation_lock.acquire(timeout=1)  # the model is free again
-    q8._generation_lock.release()
+    assert not q8._generation_lock.locked()  # the model is free again
 
 
 def test_stats(q8):
@@ -346,17 +347,17 @@ def test_truncated_and_non_gguf_files(tmp_path, gguf_paths):
 
 
 def test_tiny_gguf_fetch_returns_the_file(gguf_paths):
-    from core.hub import fetch_model
+    from backends.hub import fetch_model
 
-    path = fetch_model(resolve_model("tiny-gguf-f16"))
+    path = fetch_model(materialise(resolve_model("tiny-gguf-f16")))
     assert path == gguf_paths["gguf-f16"] and path.suffix == ".gguf"
-    assert fetch_model(resolve_model("tiny-bf16")).is_dir()
+    assert fetch_model(materialise(resolve_model("tiny-bf16"))).is_dir()
 
 
 def test_hub_filename_matched_case_insensitively(monkeypatch, tmp_path):
     import huggingface_hub
 
-    import core.hub as hub
+    import backends.hub as hub
 
     listing = ["README.md", "Qwen3-4B-Q4_K_M.gguf", "qwen3-4b-q8_0.gguf"]
     monkeypatch.setattr(hub, "repo_files", lambda repo: listing)
@@ -416,10 +417,10 @@ def test_cli_chat_with_a_gguf_path(gguf_paths, capsys):
 
 def test_unload_and_reload(gguf_paths):
     backend = LlamaCppBackend()
-    backend.load(resolve_model("tiny-gguf-f16"), ONE_THREAD)
+    backend.load(materialise(resolve_model("tiny-gguf-f16")), ONE_THREAD)
     assert backend.loaded and backend.describe().quantization == "F16"
     backend.unload()
     assert not backend.loaded and backend.llm is None
-    backend.load(resolve_model("tiny-gguf-f16"), LoadOptions(threads=1, yarn_factor=2.0))
+    backend.load(materialise(resolve_model("tiny-gguf-f16")), LoadOptions(threads=1, yarn_factor=2.0))
     assert backend.context_window == 65536
     backend.unload()

@@ -73,9 +73,9 @@ class Session:
     failures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # A note (metadata.title: never sent to the model) that only this session's history carries.
+        # A note (metadata.id "note:…": never sent to the model) that only this session's history carries.
         self.marker = {"role": "assistant", "content": f"load-session-{self.index}",
-                       "metadata": {"title": f"session {self.index}"}}
+                       "metadata": {"id": f"note:s{self.index}", "title": f"session {self.index}"}}
         self.history = [self.marker]
 
 
@@ -142,13 +142,13 @@ def load_app():
     from backends.pool import ModelPool
     from conftest import launch_in_process
     from core.catalog import resolve_model
-    from ui.blocks import build_app
+    from conftest import build_test_app
     from ui.launch import DEFAULT_CONCURRENCY
 
     pool = ModelPool(max_models=len(MODELS))
+    demo = build_test_app(pool, MODELS[0])
     for model in MODELS:
-        pool.get(resolve_model(model), LoadOptions())
-    demo = build_app(pool, start_model=MODELS[0])
+        demo.playground.load(model)
     url = launch_in_process(demo, concurrency=DEFAULT_CONCURRENCY)
     try:
         yield url, pool

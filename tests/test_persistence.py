@@ -67,7 +67,7 @@ def import_bytes(client, data: bytes, current=()):
 def test_export_json_and_markdown_then_import_both_back(client, history):
     exported_json, markdown = export(client, history)
     data = json.loads(exported_json)
-    assert data["format"] == "qwen3-playground-chat" and data["version"] == 1 and data["model"] == "tiny-bf16"
+    assert data["format"] == "qwen3-playground-chat" and data["version"] == 2 and data["model"] == "tiny-bf16"
     assert data["messages"][0] == {"role": "user", "content": FRUIT_Q}
     assert data["messages"][1]["content"] == FRUIT_REASONING
     assert data["messages"][1]["metadata"]["title"].startswith("Thought for")
@@ -81,7 +81,7 @@ def test_export_json_and_markdown_then_import_both_back(client, history):
 
 def test_export_and_import_through_the_ui_events(ui_server, history, tmp_path):
     """The buttons' handlers: files to download, a file to upload."""
-    from ui.chat_tab import export_chat, import_chat
+    from ui.chat_files import export_chat, import_chat
 
     json_file, md_file = export_chat(history, "tiny-bf16")
     assert json_file.visible and md_file.visible
@@ -125,7 +125,7 @@ def test_exporting_an_empty_chat_says_so(client):
 def test_a_broken_file_is_refused_and_the_chat_kept(client, history, tmp_path, name, data, words):
     from gradio_client.exceptions import AppError
 
-    from ui.chat_tab import import_chat
+    from ui.chat_files import import_chat
 
     with pytest.raises(AppError) as error:
         import_bytes(client, data, current=history)
@@ -146,7 +146,10 @@ def test_parse_accepts_a_bare_list_and_finishes_pending_panels():
                 {"role": "assistant", "content": "half a thou", "metadata": {"title": "Thinking…", "status": "pending"}}]
     parsed = chat_io.parse(json.dumps(messages).encode())
     assert parsed[0] == {"role": "user", "content": "hi"}
-    assert parsed[1]["metadata"] == {"title": "Thought (interrupted)", "status": "done"}
+    # a version-1 file (no ids): the panel gets its id from its title, once, on import
+    assert parsed[1]["metadata"]["id"].startswith("reasoning:")
+    assert {k: v for k, v in parsed[1]["metadata"].items() if k != "id"} == {"title": "Thought (interrupted)",
+                                                                               "status": "done"}
 
 
 def test_a_file_over_the_size_limit_is_refused_unread(monkeypatch):
@@ -163,10 +166,12 @@ def test_markdown_round_trip_survives_tricky_text():
 
 
 def test_restore_marks_a_reply_cut_by_a_reload():
-    from ui.chat_tab import INTERRUPTED_TITLE, restore
+    from ui.chat_files import restore
+    from ui.formatting import INTERRUPTED_TITLE
 
-    finished = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                {"role": "assistant", "content": "", "metadata": {"title": "3 prompt · 1 completion tokens"}}]
+    finished = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello", "metadata": {"id": "answer:r1"}},
+                {"role": "assistant", "content": "", "metadata": {"id": "stats:r1", "title": "3 prompt · 1 completion"}}]
     assert restore(finished) == finished
     cut = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hel"}]
     assert title(restore(cut)[-1]) == INTERRUPTED_TITLE and text(restore(cut)[1]) == "hel"

@@ -4,6 +4,8 @@ from __future__ import annotations
 import jinja2
 import pytest
 
+from conftest import ask
+
 from core.prompt import encode_segments, plain_pieces, render_segments, rendered_text
 from core.qwen3_template import QWEN3_CHAT_TEMPLATE
 
@@ -71,7 +73,7 @@ def test_injected_control_tokens_stay_plain_text(tokenizer):
 
 
 def test_transformers_backend_keeps_injected_markup_as_text():
-    from backends.loader import open_model
+    from playground import open_model
     from core.settings import GenerationSettings
 
     backend = open_model("tiny-bf16")
@@ -80,5 +82,5 @@ def test_transformers_backend_keeps_injected_markup_as_text():
     assert ids.count(backend.tokenizer.convert_tokens_to_ids("<|im_start|>")) == 2  # user + assistant only
     assert backend.tokenizer.convert_tokens_to_ids("<think>") not in ids
     # the model still runs on it (and sees the text, not a forged empty think block)
-    reply = list(backend.stream_chat(messages, GenerationSettings(temperature=0, max_new_tokens=8), thinking=False))
+    reply = list(ask(backend, messages, GenerationSettings(temperature=0, max_new_tokens=8), thinking=False))
     assert reply[-1].prompt_tokens == len(backend.encode_prompt(messages, thinking=False))

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ask
+
 pytest.importorskip("openai")
 pytest.importorskip("llama_cpp.server.app")
 
 import tinymodels  # noqa: E402
 from backends.base import LoadOptions  # noqa: E402
-from backends.loader import open_model  # noqa: E402
+from playground import open_model  # noqa: E402
 from backends.remote_backend import RemoteBackend, public_url  # noqa: E402
 from core.errors import BackendError, InvalidSettings, ModelLoadError, ModelNotFound, PlaygroundError  # noqa: E402
 from core.events import Reply  # noqa: E402
@@ -121,7 +123,7 @@ def remote(server):
 
 def chat(backend, messages, settings, thinking=True, stop=None) -> Reply:
     reply = Reply()
-    for event in backend.stream_chat(messages, settings, thinking=thinking, stop=stop):
+    for event in ask(backend, messages, settings, thinking=thinking, stop=stop):
         reply.add(event)
     return reply
 
@@ -198,7 +200,7 @@ def test_stop_closes_the_stream(remote):
         settings = GenerationSettings(temperature=0, max_new_tokens=3000)
         reply = Reply()
         started = time.monotonic()
-        for event in remote.stream_chat(case("endless").messages, settings, thinking=False, stop=stop):
+        for event in ask(remote, case("endless").messages, settings, thinking=False, stop=stop):
             reply.add(event)
             if len(reply.reasoning + reply.answer) > 20:
                 stop.set()
@@ -268,7 +270,7 @@ def test_server_down_and_killed_mid_stream(tmp_path):
         history = [{"role": "user", "content": case("endless").messages[0]["content"]}]
         reply = Reply()
         with pytest.raises(BackendError, match="cut off: the server at .* closed the connection mid-reply") as info:
-            for event in backend.stream_chat(history, GenerationSettings(temperature=0, max_new_tokens=3000),
+            for event in ask(backend, history, GenerationSettings(temperature=0, max_new_tokens=3000),
                                              thinking=False):
                 reply.add(event)
                 if len(reply.reasoning + reply.answer) > 20 and srv.process.poll() is None:
@@ -348,7 +350,7 @@ def test_stop_while_the_server_is_silent(slow_server):
     stop = threading.Event()
     reply = Reply()
     started = time.monotonic()
-    for event in backend.stream_chat([{"role": "user", "content": "hi"}], THINKING, stop=stop):
+    for event in ask(backend, [{"role": "user", "content": "hi"}], THINKING, stop=stop):
         reply.add(event)
         threading.Timer(0.3, stop.set).start()
     assert reply.reasoning == "Thinking" and reply.stats.finish_reason == "cancelled"
@@ -362,7 +364,7 @@ def test_timeout_mid_stream(slow_server):
     backend.load(RemoteSpec(), LoadOptions(base_url=slow_server))
     reply = Reply()
     with pytest.raises(BackendError, match="did not answer within 0.5 s"):
-        for event in backend.stream_chat([{"role": "user", "content": "hi"}], THINKING):
+        for event in ask(backend, [{"role": "user", "content": "hi"}], THINKING):
             reply.add(event)
     assert reply.reasoning == "Thinking"  # kept
     backend.unload()

@@ -63,7 +63,7 @@ def test_unknown_preset():
 @pytest.mark.parametrize("changes,message", [
     (dict(temperature=-0.1), "temperature must be between 0 and 2"),
     (dict(temperature=2.5), "temperature must be between"),
-    (dict(top_p=0), "top_p must be greater than 0"),
+    (dict(top_p=0), r"top_p must be between 0 \(excluded\) and 1"),
     (dict(top_k=-1), "top_k must be between"),
     (dict(top_k=2.5), "whole number"),
     (dict(min_p=1.5), "min_p must be between"),

@@ -20,7 +20,7 @@ import pytest
 from backends.base import Backend, LoadOptions, ModelInfo
 from core.errors import ModelLoadError
 from core.events import GenerationStats, RawDelta
-from ui import zerogpu
+from playground import zerogpu
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "transformers", "llama_cpp", "gptqmodel", "spaces")
@@ -104,19 +104,20 @@ def test_on_zerogpu_the_generation_runs_in_spaces_gpu(monkeypatch, tiny_bf16):
     from backends.pool import ModelPool
     from tinymodels.script import ADD_ANSWER, ADD_Q
     from ui.chat_tab import stream_reply
-    from ui.context import AppContext, StartModel
+    from playground import Playground
     from ui.formatting import user_message
 
     fake = FakeSpaces()
     monkeypatch.setitem(sys.modules, "spaces", fake)
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    ctx = AppContext(pool=ModelPool(), start=StartModel("tiny-bf16"))
-    assert len(fake.decorated) == 1 and ctx.generate is not fake.decorated[0][0]
-    values = (0.7, 0.8, 20, 0.0, 0.0, 3000, 0)  # max_new_tokens 3000
-    *_, final = stream_reply(ctx, [user_message(ADD_Q)], "", False, values, "tiny-bf16", 1.0)
-    assert [m["content"] for m in final if m["role"] == "assistant" and not m.get("metadata")] == [ADD_ANSWER]
+    playground = Playground(pool=ModelPool())
+    assert len(fake.decorated) == 1 and playground._generate_on_gpu is not fake.decorated[0][0]
+    settings = dict(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0, presence_penalty=0.0, max_new_tokens=3000,
+                    seed=0)
+    *_, final = stream_reply(playground, [user_message(ADD_Q)], "", False, settings, "tiny-bf16", 1.0)
+    assert [m["content"] for m in final if (m.get("metadata") or {}).get("id", "").startswith("answer:")] == [ADD_ANSWER]
     assert fake.calls == [zerogpu.gpu_duration(3000)]
-    ctx.pool.unload_all()
+    playground.pool.unload_all()
 
 
 def test_zerogpu_without_the_package_still_runs(monkeypatch, capsys):
@@ -133,7 +134,7 @@ def test_the_ui_is_served_before_any_model_library_is_imported():
 import sys, urllib.request
 import app
 assert not [m for m in {HEAVY!r} if m in sys.modules], "import app"
-from ui.context import Warmup
+from playground.startup import Warmup
 Warmup.start = lambda self: self  # stop right before the background load
 from tests.conftest import free_port
 from ui.launch import launch
@@ -191,14 +192,14 @@ def page_start_steps(demo, model: str) -> list[tuple]:
     from ui.model_panel import make_page_start
 
     shown: list[tuple[float, str]] = []
-    steps = list(make_page_start(demo.ctx)(model, 1.0, progress=lambda f, desc="": shown.append((f, desc))))
+    steps = list(make_page_start(demo.playground)(model, 1.0, progress=lambda f, desc="": shown.append((f, desc))))
     return steps, shown
 
 
 def test_the_start_model_loads_in_the_background_with_progress():
     demo, url, took = launch_with_slow_model("tiny-bf16")
     try:
-        warmup = demo.ctx.warmup
+        warmup = demo.playground.warmup
         assert warmup.running, "launch waited for the model"
         assert urllib.request.urlopen(url).status == 200  # served while the model loads
         steps, shown = page_start_steps(demo, "tiny-bf16")
@@ -208,7 +209,7 @@ def test_the_start_model_loads_in_the_background_with_progress():
         assert any("downloading" in desc for _, desc in shown)
         status, info, model, current = steps[-1]
         assert "tiny-bf16 · slow" in info
-        assert demo.ctx.pool.loaded()
+        assert demo.playground.pool.loaded()
     finally:
         demo.close()
 
@@ -220,6 +221,6 @@ def test_a_start_model_that_fails_in_the_background_falls_back_to_the_tiny_model
         status, info, model, current = steps[-1]
         assert model == "tiny-bf16" and current == ("tiny-bf16", 1.0)  # the session moves to it
         assert "tiny-fp8" in status and "corrupt" in status and "tiny demo model" in status
-        assert demo.ctx.start.ref == "tiny-bf16"  # and so do later sessions
+        assert demo.playground.start.ref == "tiny-bf16"  # and so do later sessions
     finally:
         demo.close()

@@ -7,8 +7,10 @@ import time
 
 import pytest
 
+from conftest import ask
+
 from backends.base import LoadOptions
-from backends.loader import open_model
+from playground import open_model
 from backends.registry import create_backend
 from core.catalog import resolve_model
 from core.errors import ModelLoadError, ModelNotFound, PlaygroundError, PromptError
@@ -31,7 +33,7 @@ def backend(request):
 def chat(backend, messages, thinking, settings=None, **kwargs) -> Reply:
     settings = settings or get_preset("thinking" if thinking else "non-thinking").settings.with_updates(seed=0)
     reply = Reply()
-    for event in backend.stream_chat(messages, settings, thinking=thinking, **kwargs):
+    for event in ask(backend, messages, settings, thinking=thinking, **kwargs):
         reply.add(event)
     return reply
 
@@ -44,7 +46,7 @@ def test_follows_the_script_with_the_cards_presets(backend, case):
 
 
 def test_thinking_streams_reasoning_before_the_answer(backend):
-    events = list(backend.stream_chat(scripted("think").messages, get_preset("thinking").settings, thinking=True))
+    events = list(ask(backend, scripted("think").messages, get_preset("thinking").settings, thinking=True))
     kinds = [type(e) for e in events]
     assert kinds[0] is ReasoningDelta and kinds[-1] is GenerationStats
     assert kinds.index(AnswerDelta) > max(i for i, k in enumerate(kinds) if k is ReasoningDelta)
@@ -101,7 +103,7 @@ def test_stop_event_ends_the_generate_loop(backend):
     settings = get_preset("non-thinking").settings.with_updates(max_new_tokens=30000, seed=0)
     stop = threading.Event()
     reply = Reply()
-    for event in backend.stream_chat(scripted("endless").messages, settings, thinking=False, stop=stop):
+    for event in ask(backend, scripted("endless").messages, settings, thinking=False, stop=stop):
         reply.add(event)
         if len(reply.answer) > 30:
             stop.set()
@@ -113,7 +115,7 @@ def test_stop_event_ends_the_generate_loop(backend):
 
 def test_closing_the_stream_stops_the_computation(backend):
     settings = get_preset("non-thinking").settings.with_updates(max_new_tokens=30000)
-    stream = backend.stream_chat(scripted("endless").messages, settings, thinking=False)
+    stream = ask(backend, scripted("endless").messages, settings, thinking=False)
     next(stream)
     stream.close()  # what a UI's Stop or a disconnecting client does
     deadline = time.monotonic() + 5

@@ -211,25 +211,23 @@ def test_two_clients_have_separate_sessions(ui_server):
 
 # -- start-up and small pieces ---------------------------------------------------------------
 def test_nothing_cached_starts_on_the_tiny_model_and_says_so(monkeypatch):
-    import ui.context
+    import playground.startup as startup
     from core.catalog import load_catalog
 
-    monkeypatch.setattr(ui.context, "available_offline", lambda spec: spec.is_tiny)
-    start = ui.context.choose_start_model(None, load_catalog())
+    monkeypatch.setattr(startup, "available_offline", lambda spec: spec.is_tiny)
+    start = startup.choose_start_model(None, load_catalog())
     assert start.ref == "tiny-bf16"
     assert "tiny demo model" in start.note and "cache" in start.note
-    assert ui.context.choose_start_model("qwen3-4b", load_catalog()).ref == "qwen3-4b"
+    assert startup.choose_start_model("qwen3-4b", load_catalog()).ref == "qwen3-4b"
 
 
 def test_a_bad_start_model_falls_back_to_the_tiny_model():
-    from ui.context import StartModel
-    from ui.launch import preload
+    from playground import Playground
 
-    pool = ModelPool(factory=lambda name: FakeBackend())
-    logged: list[str] = []
-    start = preload(pool, StartModel("/no/such/model"), logged.append)
+    playground = Playground(pool=ModelPool(factory=lambda name: FakeBackend()))
+    start = playground.start_up("/no/such/model")
     assert start.ref == "tiny-bf16" and "/no/such/model" in start.note and "tiny demo model" in start.note
-    assert any("could not load /no/such/model" in line for line in logged)
+    assert playground.start == start
 
 
 def test_yarn_readout_and_recommendation():
@@ -247,12 +245,14 @@ def test_stop_closes_a_pending_reasoning_panel():
     from ui.chat_tab import stopped
     from ui.formatting import thought_message, user_message
 
-    history = [user_message("hi"), thought_message("half a thou")]
+    from ui.formatting import answer_message, stats_message
+
+    history = [user_message("hi"), thought_message("half a thou", "r1")]
     after = stopped(history)
     assert after[1]["metadata"]["status"] == "done" and after[1]["content"] == "half a thou"
-    assert title(after[-1]) == "Stopped"
-    finished = [user_message("hi"), {"role": "assistant", "content": "done"},
-                {"role": "assistant", "content": "", "metadata": {"title": "1 prompt · 1 completion tokens"}}]
+    assert after[1]["metadata"]["id"] == "reasoning:r1"
+    assert after[-1]["metadata"]["id"] == "stopped:r1" and title(after[-1]) == "Stopped"
+    finished = [user_message("hi"), answer_message("done", "r2"), stats_message(None, "", "r2")]
     assert stopped(finished) == finished  # Stop after the reply ended changes nothing
 
 
@@ -260,7 +260,7 @@ def test_the_ui_imports_no_model_library():
     import subprocess
     import sys
 
-    code = ("import sys; from ui.blocks import build_app; import ui.launch; build_app(start_model='tiny-bf16'); "
+    code = ("import sys; from ui.blocks import build_app; import ui.launch; build_app(); "
             "bad = [m for m in ('torch', 'transformers', 'llama_cpp', 'gptqmodel') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

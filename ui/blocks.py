@@ -1,9 +1,12 @@
 """``build_app``: the playground's Blocks, its panels and the events between them.
 
 API endpoints (``gradio_client``):
-- ``/chat`` (streaming): message, history, system_prompt, thinking, temperature, top_p, top_k,
-  min_p, presence_penalty, max_new_tokens, seed, model, yarn_factor -> history (JSON messages)
+- ``/chat`` (streaming): message, history, system_prompt, thinking, then every generation
+  setting of ``core.settings.SCHEMA`` (temperature, top_p, top_k, min_p, presence_penalty,
+  max_new_tokens, seed; None = the card's preset value), model, yarn_factor -> history (JSON
+  messages; ``metadata.id`` says what each assistant message is)
 - ``/regenerate`` (streaming): the same without message -> history
+- ``/chat_json``: the same as ``/chat`` -> one object, exactly what ``app.py chat --json`` prints
 - ``/load_model``: model, yarn_factor -> (model, yarn_factor, status, info); a failed load
   returns the session's previous model and the reason in status
 - ``/apply_preset``: preset -> (temperature, ..., seed, preset note)
@@ -21,45 +24,28 @@ from typing import Any
 
 import gradio as gr
 
-from backends.pool import ModelPool
-from core.catalog import load_catalog
-from core.config import AppConfig
 from core.errors import PlaygroundError
-from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, stopped, wire_persistence
+from playground import Playground
+from ui.chat_files import wire_persistence
+from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, stopped
 from ui.compare_tab import build_compare_tab, wire_compare_tab
-from ui.context import TINY_MODEL, TINY_NOTE, AppContext, StartModel, Warmup, choose_start_model
 from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_page_start,
                             model_summary, pick_requested)
-from ui.settings_panel import preset_label, build_settings_panel, wire_settings_panel
+from ui.settings_panel import build_settings_panel, wire_settings_panel
 
 TITLE = "Qwen3 Playground"
 
 
-def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
-              start_model: str | None = None, config: AppConfig | None = None,
-              warm_up: bool = False) -> gr.Blocks:
-    """The playground's Blocks. ``pool`` is shared by every session (a new one if None);
-    ``start`` (or ``start_model``, a model reference) is what a new session starts on;
-    ``config`` the app's rules (``AppConfig.from_env()`` if None: hosted on Spaces);
-    ``warm_up``: ``demo.ctx.warmup`` is set to load the start model in the background (started
-    by the caller once the server is up)."""
-    config = config or AppConfig.from_env()
-    catalog = load_catalog()
-    if start is None:
-        start = choose_start_model(start_model, catalog)
-    pool = pool or ModelPool(max_models=config.max_models)
-    ctx = AppContext(pool=pool, start=start, catalog=catalog, config=config)
-    if config.hosted and pool.admit is None:
-        pool.admit = ctx.admit  # every load, from any tab, is vetted against hosted mode's rules
-    try:
-        start_spec = ctx.resolve(start.ref)
-    except PlaygroundError as exc:  # a bad --model: say why, start on the tiny model
-        note = TINY_NOTE.format(name=TINY_MODEL, reason=f"`{start.ref}` is unusable: {exc}.")
-        ctx.start = start = StartModel(TINY_MODEL, note)
-        start_spec = ctx.resolve(TINY_MODEL)
-    start_thinking = {"always": True, "never": False}.get(start_spec.thinking, True)
-    if warm_up:
-        ctx.warmup = Warmup(ctx, start.ref)
+def build_app(playground: Playground | None = None) -> gr.Blocks:
+    """The playground's Blocks for ``playground`` (shared by every session: its pool, catalog,
+    rules and start model; a new one from the environment's configuration if None)."""
+    if playground is None:
+        from core.config import AppConfig
+
+        playground = Playground(AppConfig.from_env())
+        playground.start_up()
+    start = playground.start
+    start_spec = playground.resolve(start.ref)
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}")
@@ -68,22 +54,22 @@ def build_app(pool: ModelPool | None = None, start: StartModel | None = None,
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=3):
                         chat = build_chat_tab()
-                        info = gr.Markdown(model_summary(ctx, start.ref, 1.0), label="info", elem_id="model-info")
+                        info = gr.Markdown(model_summary(playground, start.ref, 1.0), label="info", elem_id="model-info")
                     with gr.Column(scale=2, min_width=320):
-                        models = build_model_panel(ctx, info)
-                        settings = build_settings_panel(ctx, start_spec.quantized, start_thinking)
+                        models = build_model_panel(playground, info)
+                        settings = build_settings_panel(playground, start_spec)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
-                compare = build_compare_tab(ctx)
-        _wire(ctx, demo, chat, models, settings)
-        wire_compare_tab(ctx, compare)
-    demo.ctx = ctx  # for tests and embedding: the pool and the start model
+                compare = build_compare_tab(playground)
+        _wire(playground, demo, chat, models, settings)
+        wire_compare_tab(playground, compare)
+    demo.playground = playground  # for tests and embedding: the pool and the start model
     return demo
 
 
-def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
-    chat_api, regenerate_api, submit_fn, respond_fn, regenerate_fn = make_chat_handlers(ctx)
-    load_model = make_load_model(ctx)
-    apply_defaults = make_apply_model_defaults(ctx, preset_label)
+def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings) -> None:
+    chat_api, regenerate_api, chat_json_api, submit_fn, respond_fn, regenerate_fn = make_chat_handlers(playground)
+    load_model = make_load_model(playground)
+    apply_defaults = make_apply_model_defaults(playground)
     generation_inputs = [settings.system_prompt, settings.thinking, *settings.sliders, models.model,
                          models.yarn_factor]
 
@@ -104,6 +90,7 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
     # chat (API): the same replies, stateless, with plain JSON messages
     gr.api(chat_api, api_name="chat")
     gr.api(regenerate_api, api_name="regenerate")
+    gr.api(chat_json_api, api_name="chat_json")
     chat.clear.click(clear, None, [chat.chatbot, chat.message], queue=False, api_visibility="private",
                      show_progress="hidden")
 
@@ -133,9 +120,9 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
         step.then(_same, [models.yarn_factor], [settings.yarn], queue=False, api_visibility="private",
                   show_progress="hidden")
 
-    wire_settings_panel(ctx, settings, models.model)
+    wire_settings_panel(playground, settings, models.model)
     # the start model's background load, with its progress (no concurrency limit: it only waits)
-    demo.load(make_page_start(ctx), [models.model, models.yarn_factor],
+    demo.load(make_page_start(playground), [models.model, models.yarn_factor],
               [models.status, models.info, models.model, models.current], api_visibility="private",
               show_progress_on=[models.status], concurrency_limit=None)
     wire_persistence(demo, chat, models.model)
@@ -143,11 +130,11 @@ def _wire(ctx: AppContext, demo: gr.Blocks, chat, models, settings) -> None:
     def presets() -> dict[str, Any]:
         """Every sampling preset: mode, description and values."""
         return {name: {"mode": p.mode, "description": p.description, **p.settings.to_dict()}
-                for name, p in ctx.presets.items()}
+                for name, p in playground.presets.items()}
 
     def models_list() -> list[dict[str, Any]]:
         """The model catalog (name, backend, source, format, quantized, thinking, params, description)."""
-        return [spec.to_dict() for spec in ctx.catalog]
+        return [spec.to_dict() for spec in playground.catalog]
 
     gr.api(presets, api_name="presets")
     gr.api(models_list, api_name="models")

@@ -1,7 +1,7 @@
 """The Compare tab's handlers: run, follow up, stop, perplexity, export, import.
 
-The runner (``backends.compare_runner``) does the work; models come from the app's shared
-:class:`~backends.pool.ModelPool` (``acquire=pool.lease``), so the comparison and the chat share
+The runner (``playground.compare``) does the work; models come from the playground's shared
+pool (``Playground.lease``), so the comparison and the chat share
 loaded models. One after another (the default), each entry is leased in turn: with fewer pool
 slots (``--max-models``) than entries, the least recently used idle model is unloaded when the
 next one has loaded, so memory holds at most two models at once and the table's load time shows
@@ -19,16 +19,16 @@ from typing import Any
 
 import gradio as gr
 
-from backends.base import LoadOptions
-from backends.compare_runner import EntrySpec, collect, new_comparison, run_comparison
 from core.compare import Comparison
 from core.errors import PlaygroundError
 from core.events import AnswerDelta
 from core.presets import default_preset_name
+from core.request import LoadOptions
 from core.texts import TEXTS, scoring_text
-from ui.compare_view import (FINISHED, LOADING, MAX_ENTRIES, RUNNING, STOPPED, WAITING, chart_data, column_messages,
+from playground import Playground
+from playground.compare import EntrySpec, collect, new_comparison, run_comparison
+from ui.compare_view import (FINISHED, LOADING, MAX_ENTRIES, RUNNING, WAITING, chart_data, column_messages,
                              results_table)
-from ui.context import AppContext
 
 AUTO_PRESET = "auto"  # the mode's card preset, its quantized variant when any entry is quantized
 UPDATE_EVERY_S = 0.05  # at most this often while tokens stream (every load, error and end at once)
@@ -50,17 +50,27 @@ def render(comparison: Comparison | None, status: str, phases: list[str] | None 
             chart_data(comparison, "memory_mib"), status, comparison)
 
 
-def picked_entries(slots: list[tuple[str | None, float | None]]) -> list[EntrySpec]:
+def entry_options(playground: Playground, model: str, factor: float) -> LoadOptions:
+    """How an entry loads (a remote one: the host's server); a model that does not resolve
+    fails later in its own column."""
+    try:
+        spec = playground.resolve(model)
+    except PlaygroundError:
+        return LoadOptions(yarn_factor=factor).validate()
+    return playground.load_options(spec, factor)
+
+
+def picked_entries(playground: Playground, slots: list[tuple[str | None, float | None]]) -> list[EntrySpec]:
     """(model, YaRN factor) per slot -> entries; empty slots are skipped."""
     entries = []
     for model, factor in slots:
         model = (model or "").strip()
         if not model:
             continue
-        factor = float(factor if factor not in (None, "") else 1.0)
         try:
-            options = LoadOptions(yarn_factor=factor).validate()
-        except PlaygroundError as exc:
+            factor = float(factor if factor not in (None, "") else 1.0)
+            options = entry_options(playground, model, factor)
+        except (PlaygroundError, TypeError, ValueError) as exc:
             raise gr.Error(f"{model}: {exc}") from None
         label = f"{len(entries) + 1}. {model}" + (f" (YaRN ×{factor:g})" if factor != 1.0 else "")
         entries.append(EntrySpec(model, None, options, label))
@@ -69,33 +79,33 @@ def picked_entries(slots: list[tuple[str | None, float | None]]) -> list[EntrySp
     return entries
 
 
-def comparison_entries(comparison: Comparison) -> list[EntrySpec]:
+def comparison_entries(playground: Playground, comparison: Comparison) -> list[EntrySpec]:
     """The entries a comparison was made with (a follow-up continues them, whatever is picked)."""
-    return [EntrySpec(e.model, e.backend or None, LoadOptions(yarn_factor=float(e.yarn_factor or 1.0)), e.label)
-            for e in comparison.entries]
+    return [EntrySpec(e.model, e.backend or None, entry_options(playground, e.model, float(e.yarn_factor or 1.0)),
+                      e.label) for e in comparison.entries]
 
 
-def _quantized(entries: list[EntrySpec]) -> bool:
+def _quantized(playground: Playground, entries: list[EntrySpec]) -> bool:
     for entry in entries:
         try:
-            if entry.resolve().quantized:
+            if playground.resolve(entry.model, entry.backend).quantized:
                 return True
         except PlaygroundError:  # a bad entry fails in its own column, not here
             continue
     return False
 
 
-def make_compare_handlers(ctx: AppContext):
+def make_compare_handlers(playground: Playground):
     def settings_for(entries: list[EntrySpec], thinking: bool, preset: str | None, seed: Any,
                      max_new_tokens: Any):
-        name = preset if preset and preset != AUTO_PRESET else default_preset_name(bool(thinking), _quantized(entries))
-        if name not in ctx.presets:
-            raise gr.Error(f"unknown preset {name!r}; available: {AUTO_PRESET}, {', '.join(ctx.presets)}")
+        name = preset if preset and preset != AUTO_PRESET else default_preset_name(bool(thinking), _quantized(playground, entries))
+        if name not in playground.presets:
+            raise gr.Error(f"unknown preset {name!r}; available: {AUTO_PRESET}, {', '.join(playground.presets)}")
         changes: dict[str, Any] = {"seed": None if seed in (None, "") or float(seed) < 0 else int(seed)}
         if max_new_tokens not in (None, "", 0):
             changes["max_new_tokens"] = int(max_new_tokens)
         try:
-            return ctx.presets[name].settings.with_updates(**changes).validate(bool(thinking))
+            return playground.presets[name].settings.with_updates(**changes).validate(bool(thinking))
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -112,8 +122,8 @@ def make_compare_handlers(ctx: AppContext):
         mode = "at the same time" if concurrent else "one after another"
         started = time.perf_counter()
         yield render(comparison, f"Running {count} entries {mode}…", phases)
-        events = run_comparison(entries, histories, settings, bool(thinking), system_prompt=system_prompt or "",
-                                acquire=ctx.pool.lease, concurrent=bool(concurrent))
+        events = run_comparison(playground, entries, histories, settings, bool(thinking),
+                                system_prompt=system_prompt or "", concurrent=bool(concurrent))
         last = 0.0
         try:
             for event in events:
@@ -142,7 +152,7 @@ def make_compare_handlers(ctx: AppContext):
                 preset: str = AUTO_PRESET, seed: int = 0, max_new_tokens: int = 32768, concurrent: bool = False,
                 comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
         """A new comparison: ``prompt`` on 2-4 entries (model + YaRN factor; empty model = unused)."""
-        entries = picked_entries([(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
+        entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
         if not (prompt or "").strip():
             raise gr.Error("Type a prompt first.")
         settings = settings_for(entries, thinking, preset, seed, max_new_tokens)
@@ -157,7 +167,7 @@ def make_compare_handlers(ctx: AppContext):
             raise gr.Error("Start a comparison first (Compare), then follow up.")
         if not (prompt or "").strip():
             raise gr.Error("Type a follow-up message first.")
-        entries = comparison_entries(comparison)
+        entries = comparison_entries(playground, comparison)
         settings = settings_for(entries, thinking, preset, seed, max_new_tokens)
         yield from run_turn(comparison, entries, prompt, settings, thinking, system_prompt, concurrent)
 
@@ -166,8 +176,8 @@ def make_compare_handlers(ctx: AppContext):
         if comparison is None:
             return render(None, "Stopped.")
         for entry in comparison.entries:
-            if entry.stats is None and entry.error is None and entry.history and entry.history[-1]["role"] == "user":
-                entry.error = STOPPED
+            if entry.stats is None and entry.stop_reason is None and entry.history and entry.history[-1]["role"] == "user":
+                entry.stop_reason = "stopped"
         return render(comparison, "Stopped: every entry's generation ended.")
 
     def perplexity(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
@@ -175,20 +185,20 @@ def make_compare_handlers(ctx: AppContext):
                    comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
         """Perplexity of a text (``pasted``, else a shipped one named ``text``) on every entry, into
         the table. The session's comparison gets it if it has these entries; otherwise a new one."""
-        entries = picked_entries([(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
+        entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
         name = "pasted text" if (pasted or "").strip() else text
         try:
             body = scoring_text(pasted if (pasted or "").strip() else text)
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
-        same = comparison is not None and [(e.model, e.options.yarn_factor) for e in comparison_entries(comparison)] \
+        same = comparison is not None and [(e.model, e.options.yarn_factor) for e in comparison_entries(playground, comparison)] \
             == [(e.model, e.options.yarn_factor) for e in entries]
         if not same:
-            comparison = new_comparison(entries, "", ctx.presets[default_preset_name(True)].settings, True)
+            comparison = new_comparison(entries, "", playground.presets[default_preset_name(True)].settings, True)
         for index, (entry, result) in enumerate(zip(entries, comparison.entries)):
             yield render(comparison, f"Scoring {name} on {result.label} ({index + 1} of {len(entries)})…")
             try:
-                with ctx.pool.lease(entry.resolve(), entry.options, None) as backend:
+                with playground.lease(playground.resolve(entry.model, entry.backend), entry.options) as backend:
                     result.info = result.info or backend.describe().to_dict()
                     result.perplexity = {**backend.perplexity(body).to_dict(), "text": name}
             except PlaygroundError as exc:

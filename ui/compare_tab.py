@@ -22,7 +22,7 @@ from core.settings import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from core.yarn import MAX_FACTOR
 from ui.compare_handlers import AUTO_PRESET, make_compare_handlers, text_choices
 from ui.compare_view import MAX_ENTRIES, TABLE_HEADERS
-from ui.context import AppContext
+from playground import Playground
 from ui.formatting import THINKING_INFO
 
 POOL_NOTE = ("Models come from the same pool as the chat (at most {slots} kept loaded, `--max-models`). "
@@ -60,16 +60,16 @@ class CompareTab:
     state: gr.State
 
 
-def build_compare_tab(ctx: AppContext) -> CompareTab:
-    choices = ctx.catalog_choices()
-    in_catalog = any(value == ctx.start.ref for _, value in choices)
+def build_compare_tab(playground: Playground) -> CompareTab:
+    choices = playground.catalog_choices()
+    in_catalog = any(value == playground.start.ref for _, value in choices)
     gr.Markdown("Run one prompt on 2 to 4 models (formats, backends, YaRN factors) and compare answers, "
                 "reasoning, speed and memory. The first entry is the reference for agreement.")
     models, yarns = [], []
     with gr.Row(equal_height=True):
         for index in range(MAX_ENTRIES):
             with gr.Column(min_width=200):
-                models.append(gr.Dropdown(choices=choices, value=ctx.start.ref if index == 0 and in_catalog else None,
+                models.append(gr.Dropdown(choices=choices, value=playground.start.ref if index == 0 and in_catalog else None,
                                           allow_custom_value=True, label=f"Entry {index + 1}",
                                           info="catalog, or type a Hub repo id / local path",
                                           elem_id=f"compare-model-{index + 1}"))
@@ -92,7 +92,7 @@ def build_compare_tab(ctx: AppContext) -> CompareTab:
             thinking = gr.Checkbox(value=True, label="Thinking", info=THINKING_INFO, elem_id="compare-thinking")
             concurrent = gr.Checkbox(value=False, label="Run at the same time", elem_id="compare-concurrent",
                                      info="Off: one after another, for fair timing on one device")
-            preset = gr.Dropdown(choices=[AUTO_PRESET, *ctx.presets], value=AUTO_PRESET, label="Preset",
+            preset = gr.Dropdown(choices=[AUTO_PRESET, *playground.presets], value=AUTO_PRESET, label="Preset",
                                  info="auto: the mode's card preset (quantized variant if any entry is quantized)",
                                  elem_id="compare-preset")
             seed = gr.Number(value=0, precision=0, minimum=-1, label="seed", info="-1 = random",
@@ -102,7 +102,7 @@ def build_compare_tab(ctx: AppContext) -> CompareTab:
                                        elem_id="compare-max-new-tokens")
         system_prompt = gr.Textbox(label="System prompt", lines=1, placeholder="Optional",
                                    elem_id="compare-system-prompt")
-        gr.Markdown(POOL_NOTE.format(slots=ctx.pool.max_models))
+        gr.Markdown(POOL_NOTE.format(slots=playground.pool.max_models))
     table = gr.Dataframe(value=None, headers=TABLE_HEADERS, label="Results (agreement: vs the first entry)",
                          interactive=False, wrap=True, elem_id="compare-table")
     with gr.Row():
@@ -131,8 +131,8 @@ def build_compare_tab(ctx: AppContext) -> CompareTab:
                       pasted, score, export, json_file, markdown_file, import_file, state)
 
 
-def wire_compare_tab(ctx: AppContext, tab: CompareTab) -> None:
-    compare, follow_up, stopped, perplexity, export, import_json, clear = make_compare_handlers(ctx)
+def wire_compare_tab(playground: Playground, tab: CompareTab) -> None:
+    compare, follow_up, stopped, perplexity, export, import_json, clear = make_compare_handlers(playground)
     entries = [field for pair in zip(tab.models, tab.yarns) for field in pair]
     settings = [tab.prompt, tab.system_prompt, tab.thinking, tab.preset, tab.seed, tab.max_new_tokens,
                 tab.concurrent]

@@ -14,11 +14,11 @@ import pandas as pd
 from backends.base import ModelInfo
 from core.compare import Comparison, EntryResult
 from core.events import GenerationStats
-from ui.formatting import (STOPPED_TITLE, answer_message, error_message, finish_thought, info_message,
-                           stats_details, stats_line, thought_message, user_message)
+from core.messages import new_reply_id
+from ui.formatting import (answer_message, error_message, finish_thought, note_message, stats_details, stats_message,
+                           stopped_message, thought_message, user_message)
 
 MAX_ENTRIES = 4
-STOPPED = "stopped"  # an entry's error when Stop ended it before its statistics came
 WAITING, LOADING, RUNNING, FINISHED = "waiting", "loading", "running", "finished"
 
 # results table: (rows() key, column header)
@@ -57,27 +57,28 @@ def _summary(entry: EntryResult) -> str:
 
 
 def _reply(messages: list[dict[str, Any]], reasoning: str, answer: str, stats: dict[str, Any] | None,
-           error: str | None, summary: str, *, live: bool = False, thought_s: float | None = None,
-           load_s: float | None = None) -> None:
+           error: str | None, stop_reason: str | None, summary: str, *, live: bool = False,
+           thought_s: float | None = None, load_s: float | None = None) -> None:
     """One turn's reply: thought panel, answer, then a stats / error / stopped note."""
+    reply_id = new_reply_id()
     if reasoning:
-        thought = thought_message(reasoning)
-        if not live or answer or stats is not None or error:
+        thought = thought_message(reasoning, reply_id)
+        if not live or answer or stats is not None or error or stop_reason:
             seconds = thought_s if thought_s is not None else _reasoning_seconds(stats)
             finish_thought(thought, seconds, cut_off=not answer and (stats is None or
                                                                       stats.get("finish_reason") != "stop"))
         messages.append(thought)
     if answer:
-        messages.append(answer_message(answer))
+        messages.append(answer_message(answer, reply_id))
     if stats is not None:
         details = stats_details(_stats(stats), summary)
         if load_s is not None:
             details += f"\n\nLoad {load_s:.2f} s (0 when the model was already loaded)"
-        messages.append(info_message(stats_line(_stats(stats)), details))
-    elif error == STOPPED:
-        messages.append(info_message(STOPPED_TITLE))
+        messages.append(stats_message(_stats(stats), details, reply_id))
     elif error:
-        messages.append(error_message(error))
+        messages.append(error_message(error, reply_id))
+    elif stop_reason == "stopped":
+        messages.append(stopped_message(reply_id))
 
 
 def column_messages(comparison: Comparison, index: int, phase: str = FINISHED,
@@ -89,18 +90,18 @@ def column_messages(comparison: Comparison, index: int, phase: str = FINISHED,
     for turn in entry.turns:
         messages.append(user_message(turn["prompt"]))
         _reply(messages, turn.get("reasoning", ""), turn.get("answer", ""), turn.get("stats"), turn.get("error"),
-               summary)
+               turn.get("stop_reason"), summary)
     if not entry.history or entry.history[-1]["role"] != "user":  # no turn yet (e.g. only perplexity)
         if entry.error:
-            messages.append(error_message(entry.error))
+            messages.append(error_message(entry.error, new_reply_id()))
         return messages
     messages.append(user_message(entry.history[-1]["content"]))
     if phase == WAITING:
-        messages.append(info_message("Waiting for its turn (one entry after another)"))
+        messages.append(note_message("Waiting for its turn (one entry after another)", new_reply_id()))
     elif phase == LOADING:
-        messages.append(info_message("Loading the model…"))
-    _reply(messages, entry.reasoning, entry.answer, entry.stats, entry.error, summary, live=phase == RUNNING,
-           thought_s=thought_s, load_s=entry.load_s)
+        messages.append(note_message("Loading the model…", new_reply_id()))
+    _reply(messages, entry.reasoning, entry.answer, entry.stats, entry.error, entry.stop_reason, summary,
+           live=phase == RUNNING, thought_s=thought_s, load_s=entry.load_s)
     return messages
 
 

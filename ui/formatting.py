@@ -1,20 +1,24 @@
-"""Pure display helpers: chat messages, stats lines, settings <-> widget values (no Gradio state)."""
+"""Pure display helpers: a reply's chat messages and stats lines (no Gradio state).
+
+Each assistant message says what it is in its metadata ``id`` (``core.messages``): the reasoning
+panel, the answer, and the note that ends the reply (figures, error, Stopped, Interrupted).
+Titles are for reading only.
+"""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from core.events import GenerationStats
-from core.settings import GenerationSettings
-
-# The widgets that carry GenerationSettings, in the order of the API's parameters.
-SETTING_FIELDS: tuple[str, ...] = GenerationSettings.field_names()
-RANDOM_SEED = -1  # the seed box's value for "a fresh random seed per reply"
+from core.messages import ENDINGS, field, is_pending, kind_of, message_id, metadata_of, new_reply_id, reply_id_of
 
 THINKING_TITLE = "Thinking…"
 THINKING_INFO = "Hard switch (enable_thinking). End a message with /think or /no_think for the soft switch."
 ERROR_TITLE = "Error"
 STOPPED_TITLE = "Stopped"
+INTERRUPTED_TITLE = "Interrupted"
+INTERRUPTED_NOTE = "The page was closed or reloaded before this reply ended; what had streamed is kept."
+CUT_SHORT = "\n\nThe reply above was cut short by this error; what it had streamed is kept."
 
 
 # -- chat messages ------------------------------------------------------------------------
@@ -22,65 +26,80 @@ def user_message(text: str) -> dict[str, Any]:
     return {"role": "user", "content": text}
 
 
-def answer_message(text: str) -> dict[str, Any]:
-    return {"role": "assistant", "content": text}
+def _assistant(kind: str, reply_id: str, content: str, **metadata: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": content, "metadata": {"id": message_id(kind, reply_id), **metadata}}
 
 
-def thought_message(reasoning: str) -> dict[str, Any]:
+def answer_message(text: str, reply_id: str) -> dict[str, Any]:
+    return _assistant("answer", reply_id, text)
+
+
+def thought_message(reasoning: str, reply_id: str) -> dict[str, Any]:
     """The reasoning panel while the model thinks: open, with a spinner."""
-    return {"role": "assistant", "content": reasoning,
-            "metadata": {"title": THINKING_TITLE, "status": "pending"}}
+    return _assistant("reasoning", reply_id, reasoning, title=THINKING_TITLE, status="pending")
 
 
-def finish_thought(message: dict[str, Any], seconds: float, cut_off: bool = False) -> None:
+def finish_thought(message: dict[str, Any], seconds: float, cut_off: bool = False, stopped: bool = False) -> None:
     """Collapse the panel: "Thought for N s" (the reasoning it had is kept)."""
     seconds = round(max(seconds, 0.0), 1)
-    title = f"Thought for {seconds:g} s" + (" (cut off)" if cut_off else "")
-    message["metadata"] = {"title": title, "status": "done", "duration": seconds}
+    title = "Thought (stopped)" if stopped else f"Thought for {seconds:g} s" + (" (cut off)" if cut_off else "")
+    message["metadata"] = {"id": metadata_of(message).get("id"), "title": title, "status": "done",
+                           "duration": seconds}
 
 
-def info_message(title: str, body: str = "") -> dict[str, Any]:
-    """A note under a reply (stats, errors). Its ``metadata.title`` keeps it out of the prompt."""
-    return {"role": "assistant", "content": body, "metadata": {"title": title, "status": "done"}}
+def stats_message(stats: GenerationStats | None, details: str, reply_id: str) -> dict[str, Any]:
+    """The note under a finished reply: its figures in the title, the model in the body."""
+    return _assistant("stats", reply_id, details, title=stats_line(stats), status="done")
 
 
-def error_message(error: Exception | str) -> dict[str, Any]:
-    return {"role": "assistant", "content": str(error), "metadata": {"title": ERROR_TITLE}}
+def error_message(error: Exception | str, reply_id: str) -> dict[str, Any]:
+    return _assistant("error", reply_id, str(error), title=ERROR_TITLE, status="done")
 
 
-def is_pending_thought(message: Any) -> bool:
-    metadata = _field(message, "metadata") or {}
-    return isinstance(metadata, Mapping) and metadata.get("status") == "pending"
+def stopped_message(reply_id: str) -> dict[str, Any]:
+    return _assistant("stopped", reply_id, "", title=STOPPED_TITLE, status="done")
 
 
-def _field(message: Any, name: str) -> Any:
-    return message.get(name) if isinstance(message, Mapping) else getattr(message, name, None)
+def interrupted_message(reply_id: str) -> dict[str, Any]:
+    return _assistant("interrupted", reply_id, INTERRUPTED_NOTE, title=INTERRUPTED_TITLE, status="done")
 
 
-def close_pending_thoughts(history: Sequence[Any]) -> list[Any]:
-    """After a Stop: panels still spinning become "stopped" (their text is kept), and a reply
-    that was cut short (no stats note after it yet) gets a "Stopped" note."""
+def note_message(title: str, reply_id: str, body: str = "") -> dict[str, Any]:
+    """A passing note (e.g. "Loading the model…"): shown, never sent to the model."""
+    return _assistant("note", reply_id, body, title=title, status="done")
+
+
+def _last_reply_id(history: Sequence[Any]) -> str:
+    last = history[-1] if history else None
+    return (reply_id_of(last) if last is not None else None) or new_reply_id()
+
+
+def close_reply(history: Sequence[Any], ending: str) -> list[Any]:
+    """After Stop (``ending`` "stopped") or a reload mid-reply ("interrupted"): reasoning panels
+    still spinning are closed (their text is kept), and a reply without its ending note gets one."""
     out = []
     for message in history or []:
-        if is_pending_thought(message):
-            message = {"role": "assistant", "content": _field(message, "content"),
-                       "metadata": {"title": "Thought (stopped)", "status": "done"}}
+        if is_pending(message):
+            message = {"role": "assistant", "content": field(message, "content"), "metadata": dict(metadata_of(message))}
+            finish_thought(message, 0.0, stopped=ending == "stopped")
+            if ending == "interrupted":
+                message["metadata"]["title"] = "Thought (interrupted)"
         out.append(message)
-    if out and (_field(out[-1], "role") == "user" or not (_field(out[-1], "metadata") or {}).get("title")
-                or (_field(out[-1], "metadata") or {}).get("title") == "Thought (stopped)"):
-        out.append(info_message(STOPPED_TITLE))
+    if out and kind_of(out[-1]) not in ENDINGS:
+        rid = _last_reply_id(out)
+        out.append(stopped_message(rid) if ending == "stopped" else interrupted_message(rid))
     return out
 
 
 def split_last_turn(history: Sequence[Any]) -> tuple[list[Any], Any | None]:
     """(history before the last user message, that message's content) for Regenerate."""
     messages = list(history or [])
-    while messages and _field(messages[-1], "role") != "user":
+    while messages and field(messages[-1], "role") != "user":
         messages.pop()
     if not messages:
         return [], None
     last = messages.pop()
-    return messages, _field(last, "content")
+    return messages, field(last, "content")
 
 
 # -- statistics and model info -------------------------------------------------------------
@@ -97,33 +116,15 @@ def stats_line(stats: GenerationStats | None) -> str:
     return line
 
 
-def stats_details(stats: GenerationStats | None, model_summary: str) -> str:
+def stats_details(stats: GenerationStats | None, model_summary: str, seed: int | None = None) -> str:
     parts = [f"Model: {model_summary}"]
     if stats is not None:
         parts.append(f"Total {stats.total_s:.2f} s, finish reason: {stats.finish_reason}")
         if stats.cached_prompt_tokens:
             parts.append(f"{stats.cached_prompt_tokens} prompt tokens from cache")
+    if seed is not None:
+        parts.append(f"Seed {seed} (send it again with this seed to get the same reply)")
     return "\n\n".join(parts)
-
-
-# -- settings widgets ----------------------------------------------------------------------
-def settings_to_values(settings: GenerationSettings) -> list[Any]:
-    """Widget values for ``settings`` (seed None shows as -1, "random")."""
-    values = settings.to_dict()
-    if values["seed"] is None:
-        values["seed"] = RANDOM_SEED
-    return [values[name] for name in SETTING_FIELDS]
-
-
-def values_to_settings(*values: Any) -> GenerationSettings:
-    """Widget values -> GenerationSettings (not validated here: the core validates)."""
-    raw = dict(zip(SETTING_FIELDS, values))
-    seed = raw.get("seed")
-    raw["seed"] = None if seed is None or seed == "" or float(seed) < 0 else int(seed)
-    for name in ("top_k", "max_new_tokens"):
-        if raw.get(name) is not None and float(raw[name]) == int(float(raw[name])):
-            raw[name] = int(float(raw[name]))
-    return GenerationSettings().with_updates(**raw)
 
 
 def preset_status(name: str | None, customised: bool, description: str = "") -> str:

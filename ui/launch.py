@@ -3,7 +3,8 @@ serve at once, load the start model in the background.
 
 Start-up stays fast: nothing heavy (torch, transformers, llama.cpp) is imported before the UI is
 up. The start model then loads in a background thread; pages opened meanwhile show its progress
-(``ui.model_panel.make_page_start``), and a message sent meanwhile waits for the same load.
+(``ui.model_panel.make_page_start``), and a message sent meanwhile waits for the same load
+(the pool loads each model once).
 """
 from __future__ import annotations
 
@@ -14,34 +15,12 @@ import sys
 # No usage statistics sent to Gradio's servers (set before gradio is imported); opt in with the variable.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from backends.base import LoadOptions
 from backends.pool import ModelPool
-from core.catalog import load_catalog, resolve_model
 from core.config import AppConfig
 from core.errors import PlaygroundError
-from ui.context import TINY_MODEL, TINY_NOTE, StartModel, choose_start_model
+from playground import Playground
 
-DEFAULT_CONCURRENCY = 4  # chats wait for their model's generation lock; loads run alongside
-
-
-def preload(pool: ModelPool, start: StartModel, log=print) -> StartModel:
-    """Load the start model now (blocking); if it fails, start on the tiny model and say why.
-    (The web UI loads in the background instead: see :class:`ui.context.Warmup`.)"""
-
-    def progress(fraction: float, message: str) -> None:
-        log(f"[{fraction:4.0%}] {message}")
-
-    try:
-        pool.get(resolve_model(start.ref), LoadOptions(), progress)
-        return start
-    except PlaygroundError as exc:
-        if start.ref == TINY_MODEL:
-            raise
-        log(f"could not load {start.ref}: {exc}; starting on {TINY_MODEL}")
-        note = TINY_NOTE.format(name=TINY_MODEL, reason=f"`{start.ref}` could not be loaded: {exc}.")
-        fallback = StartModel(TINY_MODEL, note)
-        pool.get(resolve_model(TINY_MODEL), LoadOptions(), progress)
-        return fallback
+DEFAULT_CONCURRENCY = 8  # requests served at once: local models queue per model, remote replies run together
 
 
 def app_config(args: argparse.Namespace) -> AppConfig:
@@ -54,7 +33,7 @@ def app_config(args: argparse.Namespace) -> AppConfig:
 
 def launch(args: argparse.Namespace, *, block: bool = True, pool: ModelPool | None = None):
     """Start the web UI as ``app.py ui`` asks; returns 0 when the server stops (or the Blocks
-    when ``block`` is False, with the start model still loading: ``demo.ctx.warmup``)."""
+    when ``block`` is False, with the start model still loading: ``demo.playground.warmup``)."""
     from ui.blocks import build_app
 
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
@@ -63,19 +42,19 @@ def launch(args: argparse.Namespace, *, block: bool = True, pool: ModelPool | No
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    pool = pool or ModelPool(max_models=config.max_models)
-    start = choose_start_model(config.default_model, load_catalog())
+    playground = Playground(config, pool)
+    start = playground.start_up()
     if start.note:
         log(start.note.replace("**", "").replace("`", "").replace("*", ""))
     if config.hosted:
         log(f"hosted mode: catalog models only, messages up to {config.max_message_chars:,} characters, "
-            f"at most {pool.max_models} model(s) loaded at once")
-    demo = build_app(pool, start=start, config=config, warm_up=True)
+            f"at most {playground.pool.max_models} model(s) loaded at once")
+    warmup = playground.warm_up(log)
+    demo = build_app(playground)
     demo.queue(default_concurrency_limit=getattr(args, "concurrency", None) or DEFAULT_CONCURRENCY)
     demo.launch(server_name=args.host, server_port=args.port, share=bool(args.share),
                 prevent_thread_lock=True, show_error=True)
-    demo.ctx.warmup.log = log
-    demo.ctx.warmup.start()  # the UI is up: now the model
+    warmup.start()  # the UI is up: now the model
     if not block:
         return demo
     demo.block_thread()

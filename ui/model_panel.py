@@ -1,7 +1,7 @@
 """Model picker: catalog dropdown, free field (Hub repo id / local path), load with progress.
 
 A session's model is two hidden fields (``model``, ``yarn_factor``) that every chat call sends;
-the shared :class:`~backends.pool.ModelPool` holds the loaded models. A failed load changes
+the playground's shared pool holds the loaded models. A failed load changes
 neither field, so the session keeps chatting with the model it had.
 """
 from __future__ import annotations
@@ -14,9 +14,11 @@ from typing import Any
 import gradio as gr
 
 from core.errors import PlaygroundError
-from core.presets import default_preset_name
-from ui.context import AppContext, gradio_progress
-from ui.formatting import THINKING_INFO, preset_status, settings_to_values
+from core.settings import SCHEMA
+from playground import Playground
+from ui.formatting import preset_status
+from ui.progress import gradio_progress
+from ui.settings_panel import preset_label, settings_to_values, thinking_info
 
 
 @dataclass
@@ -33,10 +35,10 @@ class ModelPanel:
     current: gr.State  # (model, yarn_factor) the session uses: what a failed load keeps
 
 
-def model_summary(ctx: AppContext, ref: str, yarn_factor: float) -> str:
+def model_summary(playground: Playground, ref: str, yarn_factor: float) -> str:
     """The model info line, or a note that the model is not loaded yet."""
     try:
-        backend = ctx.peek(ref, yarn_factor)
+        backend = playground.peek(ref, yarn_factor)
     except PlaygroundError as exc:
         return f"Model: `{ref}` ({exc})"
     if backend is None:
@@ -47,29 +49,29 @@ def model_summary(ctx: AppContext, ref: str, yarn_factor: float) -> str:
         return f"Model: `{ref}` ({exc})"
 
 
-def build_model_panel(ctx: AppContext, info: gr.Markdown) -> ModelPanel:
+def build_model_panel(playground: Playground, info: gr.Markdown) -> ModelPanel:
     """The picker; ``info`` (the model info line) is rendered by the caller, under the chat."""
-    choices = ctx.catalog_choices()
-    in_catalog = any(value == ctx.start.ref for _, value in choices)
-    hosted = ctx.config.hosted  # the catalog only: no free field (the server refuses other names anyway)
+    choices = playground.catalog_choices()
+    in_catalog = any(value == playground.start.ref for _, value in choices)
+    hosted = playground.config.hosted  # the catalog only: no free field (the server refuses other names anyway)
     with gr.Accordion("Model", open=True):
-        choice = gr.Dropdown(choices=choices, value=ctx.start.ref if in_catalog else None,
+        choice = gr.Dropdown(choices=choices, value=playground.start.ref if in_catalog else None,
                              label="Catalog" if not hosted else "Model (this hosted playground serves these)",
                              elem_id="model-choice", allow_custom_value=False)
         custom = gr.Textbox(label="…or a Hub repo id / local path", elem_id="model-custom",
                             placeholder="Qwen/Qwen3-0.6B, /path/to/checkpoint, /path/to/model.gguf",
-                            value="" if in_catalog else ctx.start.ref, visible=not hosted)
+                            value="" if in_catalog else playground.start.ref, visible=not hosted)
         load_button = gr.Button("Load model", variant="secondary", elem_id="load-model")
-        status = gr.Markdown(ctx.start.note, label="status", elem_id="model-status")
-    requested = gr.Textbox(value=ctx.start.ref, visible=False, label="requested")
-    model = gr.Textbox(value=ctx.start.ref, visible=False, label="model")
+        status = gr.Markdown(playground.start.note, label="status", elem_id="model-status")
+    requested = gr.Textbox(value=playground.start.ref, visible=False, label="requested")
+    model = gr.Textbox(value=playground.start.ref, visible=False, label="model")
     yarn_factor = gr.Number(value=1.0, visible=False, label="yarn_factor")
-    applied = gr.State(ctx.start.ref)
-    current = gr.State((ctx.start.ref, 1.0))
+    applied = gr.State(playground.start.ref)
+    current = gr.State((playground.start.ref, 1.0))
     return ModelPanel(choice, custom, load_button, requested, model, yarn_factor, status, info, applied, current)
 
 
-def make_load_model(ctx: AppContext):
+def make_load_model(playground: Playground):
     def load_model(model: str, yarn_factor: float = 1.0, current: tuple[str, float] = ("", 1.0),
                    progress=gr.Progress()) -> tuple[Any, ...]:
         """Load a model (catalog name, Hub repo id or local path) with a YaRN factor (1 = off).
@@ -82,14 +84,14 @@ def make_load_model(ctx: AppContext):
         try:
             factor = float(yarn_factor if yarn_factor is not None else 1.0)
             progress(0.0, desc=f"Loading {model}")
-            backend = ctx.backend(model, factor, gradio_progress(progress))
+            backend = playground.load(model, factor, gradio_progress(progress))
             summary = backend.describe().summary()
         except PlaygroundError as exc:
             gr.Warning(f"Could not load {model or 'the model'}: {exc}")
             kept, kept_factor = current
             return (kept, kept_factor, current,
                     f"**Could not load** `{model}`: {exc}  \nStill using `{kept}` (it stays loaded).",
-                    model_summary(ctx, kept, kept_factor))
+                    model_summary(playground, kept, kept_factor))
         took = time.perf_counter() - started
         yarn = f" with YaRN ×{factor:g}" if factor != 1.0 else ""
         return model, factor, (model, factor), f"`{model}` ready{yarn} ({took:.1f} s).", f"Model: {summary}"
@@ -97,12 +99,12 @@ def make_load_model(ctx: AppContext):
     return load_model
 
 
-def make_page_start(ctx: AppContext):
+def make_page_start(playground: Playground):
     def on_page_load(model: str, yarn_factor: float, progress=gr.Progress()) -> Iterator[tuple[Any, ...]]:
         """Show the session's start model: while it loads in the background (the UI comes up
         first), its progress; then its info line. If it could not load, the session moves to
         the tiny model and the status says why. Yields (status, info, model, current)."""
-        warmup = ctx.warmup
+        warmup = playground.warmup
         if warmup is not None and warmup.ref == model:
             while warmup.running:
                 progress(warmup.fraction, desc=warmup.message)
@@ -111,39 +113,36 @@ def make_page_start(ctx: AppContext):
                 warmup.done.wait(0.5)
             if warmup.fallback is not None:
                 fallback = warmup.fallback.ref
-                yield (warmup.fallback.note, model_summary(ctx, fallback, 1.0), fallback, (fallback, 1.0))
+                yield (warmup.fallback.note, model_summary(playground, fallback, 1.0), fallback, (fallback, 1.0))
                 return
         try:
-            ctx.backend(model, float(yarn_factor or 1.0), gradio_progress(progress))
+            playground.load(model, float(yarn_factor or 1.0), gradio_progress(progress))
         except PlaygroundError as exc:
-            yield (f"**Could not load** `{model}`: {exc}", model_summary(ctx, model, yarn_factor or 1.0),
+            yield (f"**Could not load** `{model}`: {exc}", model_summary(playground, model, yarn_factor or 1.0),
                    gr.skip(), gr.skip())
             return
-        yield ctx.start.note, model_summary(ctx, model, yarn_factor or 1.0), gr.skip(), gr.skip()
+        yield playground.start.note, model_summary(playground, model, yarn_factor or 1.0), gr.skip(), gr.skip()
 
     return on_page_load
 
 
-def make_apply_model_defaults(ctx: AppContext, preset_label):
+def make_apply_model_defaults(playground: Playground):
     def apply_model_defaults(model: str, thinking: bool, applied: str) -> tuple[Any, ...]:
         """After a model change: the Thinking toggle follows the model's mode (always / never /
         switchable) and the preset becomes the mode's default (quantized variant if needed)."""
-        n_outputs = 2 + 1 + 7 + 1 + 2  # applied, thinking, preset, sliders, note, choice, custom
+        n_outputs = 3 + len(SCHEMA) + 3  # applied, thinking, preset, one per setting, note, choice, custom
         if model == applied:
             return tuple(gr.skip() for _ in range(n_outputs))
         try:
-            spec = ctx.resolve(model)
+            spec = playground.resolve(model)
         except PlaygroundError:
             return tuple(gr.skip() for _ in range(n_outputs))
-        fixed = {"always": True, "never": False}.get(spec.thinking)
-        thinking = bool(thinking) if fixed is None else fixed
-        info = {"always": "This model always thinks.", "never": "This model has no thinking mode."}.get(
-            spec.thinking, THINKING_INFO)
-        name = default_preset_name(thinking, spec.quantized)
-        preset = ctx.presets[name]
-        in_catalog = any(entry.name == model for entry in ctx.catalog)
-        return (model, gr.Checkbox(value=thinking, interactive=fixed is None, info=info),
-                gr.Dropdown(choices=ctx.presets_for(thinking), value=name, label=preset_label(thinking)),
+        thinking = spec.effective_thinking(bool(thinking))
+        name = playground.preset_name(spec, thinking)
+        preset = playground.presets[name]
+        in_catalog = any(entry.name == model for entry in playground.catalog)
+        return (model, gr.Checkbox(value=thinking, interactive=spec.fixed_thinking is None, info=thinking_info(spec)),
+                gr.Dropdown(choices=playground.presets_for(thinking), value=name, label=preset_label(thinking)),
                 *settings_to_values(preset.settings), preset_status(name, False, preset.description),
                 model if in_catalog else gr.skip(), "" if in_catalog else gr.skip())
 

@@ -1,6 +1,7 @@
 """System prompt, Thinking toggle, sampling presets and sliders, YaRN controls.
 
-Values come from the core (presets, ranges, YaRN arithmetic); this module only shows them.
+The sliders are generated from the settings schema (``core.settings.SCHEMA``: range, step,
+help); values come from the presets and the YaRN arithmetic. This module only shows them.
 """
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from typing import Any
 
 import gradio as gr
 
+from core.catalog import ModelSpec
 from core.errors import PlaygroundError
 from core.presets import default_preset_name
-from core.settings import MAX_NEW_TOKENS_LIMIT
+from core.settings import RANDOM_SEED, SCHEMA, GenerationSettings, SettingSpec
 from core.yarn import MAX_FACTOR, ORIGINAL_CONTEXT, STATIC_YARN_WARNING, context_window, recommend_factor
-from ui.context import AppContext
-from ui.formatting import (RANDOM_SEED, SETTING_FIELDS, THINKING_INFO, preset_status, settings_to_values,
-                           values_to_settings)
+from playground import Playground
+from ui.formatting import THINKING_INFO, preset_status
 
 YARN_RELOAD_NOTE = "Changing the factor **reloads the model** (YaRN is applied when the model loads)."
 
@@ -26,12 +27,39 @@ class SettingsPanel:
     thinking: gr.Checkbox
     preset: gr.Dropdown
     preset_note: gr.Markdown
-    sliders: list[gr.components.Component]  # in SETTING_FIELDS order
+    sliders: list[gr.components.Component]  # one per setting, in the schema's order
     yarn: gr.Slider
     yarn_readout: gr.Markdown
     desired_context: gr.Number
     recommendation: gr.Markdown
     use_recommended: gr.Button
+
+
+def setting_widget(spec: SettingSpec, value: Any) -> gr.components.Component:
+    """The widget for one setting of the schema: a slider, or a number box for the seed."""
+    if spec.optional:
+        return gr.Number(value=RANDOM_SEED if value is None else value, precision=0, minimum=RANDOM_SEED,
+                         maximum=spec.maximum, label=spec.name, info=spec.help, elem_id=spec.name)
+    low = spec.minimum + spec.step if spec.exclusive_minimum else spec.minimum
+    return gr.Slider(low, spec.maximum, value=value, step=spec.step, label=spec.name, info=spec.help,
+                     elem_id=spec.name, **({"precision": 0} if spec.type is int else {}))
+
+
+def settings_to_values(settings: GenerationSettings) -> list[Any]:
+    """Widget values for ``settings``, in the schema's order (seed None shows as -1, "random")."""
+    return [RANDOM_SEED if getattr(settings, spec.name) is None and spec.optional else getattr(settings, spec.name)
+            for spec in SCHEMA]
+
+
+def values_to_settings(*values: Any) -> GenerationSettings:
+    """Widget values (schema order) -> settings, coerced by the schema (not range-checked)."""
+    return GenerationSettings().with_values(**{spec.name: value for spec, value in zip(SCHEMA, values)})
+
+
+def thinking_info(spec: ModelSpec) -> str:
+    """The Thinking toggle's help for a model that always / never thinks, or the switches'."""
+    return {True: "This model always thinks.", False: "This model has no thinking mode."}.get(
+        spec.fixed_thinking, THINKING_INFO)
 
 
 def yarn_readout(factor: float) -> str:
@@ -59,33 +87,20 @@ def recommendation_text(desired: float | None) -> str:
     return f"Recommended factor for {int(desired):,} tokens: **{factor:g}** ({context_window(factor):,} tokens)."
 
 
-def build_settings_panel(ctx: AppContext, start_quantized: bool, start_thinking: bool = True) -> SettingsPanel:
-    preset_name = default_preset_name(start_thinking, start_quantized)
-    preset = ctx.presets[preset_name]
-    values = dict(zip(SETTING_FIELDS, settings_to_values(preset.settings)))
+def build_settings_panel(playground: Playground, start: ModelSpec) -> SettingsPanel:
+    thinking_now = start.effective_thinking(True)
+    preset_name = playground.preset_name(start, thinking_now)
+    preset = playground.presets[preset_name]
     with gr.Accordion("Generation", open=True):
         system_prompt = gr.Textbox(value="", label="System prompt", lines=2, placeholder="Optional system prompt",
                                    elem_id="system-prompt")
-        thinking = gr.Checkbox(value=start_thinking, label="Thinking", elem_id="thinking-toggle",
-                               info=THINKING_INFO)
-        preset_dd = gr.Dropdown(choices=ctx.presets_for(start_thinking), value=preset_name,
-                                label=preset_label(start_thinking), elem_id="preset")
+        thinking = gr.Checkbox(value=thinking_now, label="Thinking", elem_id="thinking-toggle",
+                               info=thinking_info(start), interactive=start.fixed_thinking is None)
+        preset_dd = gr.Dropdown(choices=playground.presets_for(thinking_now), value=preset_name,
+                                label=preset_label(thinking_now), elem_id="preset")
         preset_note = gr.Markdown(preset_status(preset_name, False, preset.description), label="preset_note",
                                   elem_id="preset-note")
-        sliders = [
-            gr.Slider(0.0, 2.0, value=values["temperature"], step=0.05, label="temperature",
-                      info="0 = greedy (refused in thinking mode)", elem_id="temperature"),
-            gr.Slider(0.01, 1.0, value=values["top_p"], step=0.01, label="top_p", elem_id="top_p"),
-            gr.Slider(0, 200, value=values["top_k"], step=1, precision=0, label="top_k",
-                      info="0 disables it", elem_id="top_k"),
-            gr.Slider(0.0, 1.0, value=values["min_p"], step=0.01, label="min_p", elem_id="min_p"),
-            gr.Slider(0.0, 2.0, value=values["presence_penalty"], step=0.1, label="presence_penalty",
-                      info="1.5 recommended for quantized models", elem_id="presence_penalty"),
-            gr.Slider(1, MAX_NEW_TOKENS_LIMIT, value=values["max_new_tokens"], step=1, precision=0,
-                      label="max_new_tokens", elem_id="max_new_tokens"),
-            gr.Number(value=values["seed"], precision=0, minimum=RANDOM_SEED, label="seed",
-                      info="-1 = a fresh random seed per reply", elem_id="seed"),
-        ]
+        sliders = [setting_widget(spec, value) for spec, value in zip(SCHEMA, settings_to_values(preset.settings))]
     with gr.Accordion("Context length (YaRN)", open=False):
         yarn = gr.Slider(1.0, MAX_FACTOR, value=1.0, step=0.5, label="YaRN factor (1 = off)", elem_id="yarn")
         readout = gr.Markdown(yarn_readout(1.0), elem_id="yarn-readout")
@@ -102,30 +117,29 @@ def preset_label(thinking: bool) -> str:
     return f"Preset ({'thinking' if thinking else 'non-thinking'} mode)"
 
 
-def wire_settings_panel(ctx: AppContext, panel: SettingsPanel, model: gr.Textbox) -> None:
+def wire_settings_panel(playground: Playground, panel: SettingsPanel, model: gr.Textbox) -> None:
     """Events that only touch the settings widgets (the YaRN reload is wired by ``build_app``)."""
 
     def apply_preset(preset: str) -> tuple[Any, ...]:
         """Fill the sliders with a preset's values: temperature, top_p, top_k, min_p,
         presence_penalty, max_new_tokens, seed, and the preset note."""
-        if preset not in ctx.presets:
-            raise gr.Error(f"unknown preset {preset!r}; available: {', '.join(ctx.presets)}")
-        chosen = ctx.presets[preset]
+        if preset not in playground.presets:
+            raise gr.Error(f"unknown preset {preset!r}; available: {', '.join(playground.presets)}")
+        chosen = playground.presets[preset]
         return (*settings_to_values(chosen.settings), preset_status(preset, False, chosen.description))
 
     def set_thinking(thinking: bool, model: str) -> tuple[Any, ...]:
         """Switch the preset picker to the mode's default preset (quantized variant if needed)."""
         try:
-            quantized = ctx.resolve(model).quantized
+            name = playground.preset_name(playground.resolve(model), bool(thinking))
         except PlaygroundError:
-            quantized = False
-        name = default_preset_name(bool(thinking), quantized)
-        dropdown = gr.Dropdown(choices=ctx.presets_for(bool(thinking)), value=name,
+            name = default_preset_name(bool(thinking), quantized=False)
+        dropdown = gr.Dropdown(choices=playground.presets_for(bool(thinking)), value=name,
                                label=preset_label(bool(thinking)))
         return (dropdown, *apply_preset(name))
 
     def mark_customised(preset: str, *values: Any) -> str:
-        chosen = ctx.presets.get(preset)
+        chosen = playground.presets.get(preset)
         if chosen is None:
             return preset_status(None, True)
         try:

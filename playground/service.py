@@ -1,0 +1,266 @@
+""":class:`Playground`: the one owner of a chat request, between the edges and the engines.
+
+It holds the configuration (hosted mode's rules), the catalog and presets (read once), the shared
+model pool and the start model. The web UI, the API, the CLI and the benchmarks all go through it:
+
+    request = playground.request(history, model="tiny-bf16", thinking=True)   # checked once
+    for event in playground.chat(request):                                      # leased model
+        ...   # ModelReady, then ReasoningDelta / AnswerDelta, then GenerationStats
+
+``playground.reply(request)`` collects the same stream into a :class:`ChatResult`, the object
+``app.py chat --json`` prints and the ``/chat_json`` endpoint returns. Backends know nothing of
+this layer; it holds nothing that belongs to one visitor.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends.base import Backend, ModelInfo
+from backends.pool import ModelPool
+from core.catalog import ModelSpec, load_catalog
+from core.config import AppConfig
+from core.errors import InvalidSettings, ModelNotFound, PlaygroundError
+from core.events import ChatEvent, ProgressFn, Reply
+from core.messages import plain_history
+from core.presets import Preset, default_preset_name, load_presets
+from core.request import ChatRequest, LoadOptions
+from core.settings import GenerationSettings
+from playground.models import materialise
+from playground.startup import TINY_MODEL, StartModel, Warmup, choose_start_model, tiny_start
+from playground.zerogpu import gpu
+
+
+@dataclass(frozen=True)
+class ModelReady:
+    """The first event of :meth:`Playground.chat`: the model is loaded, the reply starts now."""
+
+    info: ModelInfo
+    load_s: float  # time spent getting the model (0 when the pool had it)
+
+
+PlaygroundEvent = ModelReady | ChatEvent
+
+
+@dataclass
+class ChatResult:
+    """A whole reply with its figures: what ``chat --json`` prints and ``/chat_json`` returns."""
+
+    backend: str
+    model: str
+    reply: Reply
+    info: ModelInfo
+    load_s: float
+    seed: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        stats = self.reply.stats.to_dict() if self.reply.stats else {}
+        data = {"backend": self.backend, "model": self.model, "reasoning": self.reply.reasoning,
+                "answer": self.reply.answer, "stats": {**stats, "load_s": self.load_s, "seed": self.seed},
+                "info": self.info.to_dict()}
+        if self.reply.stop_reason:
+            data.update(stop_reason=self.reply.stop_reason, error=self.reply.error)
+        return data
+
+
+class Playground:
+    """See the module docstring. ``config``: the app's rules (``AppConfig()``: not hosted);
+    ``pool``: shared loaded models (a new one sized by the config if None)."""
+
+    def __init__(self, config: AppConfig | None = None, pool: ModelPool | None = None, *,
+                 catalog: list[ModelSpec] | None = None, presets: dict[str, Preset] | None = None) -> None:
+        self.config = config or AppConfig()
+        self.catalog = load_catalog() if catalog is None else catalog
+        self.presets = load_presets() if presets is None else presets
+        self.pool = pool or ModelPool(max_models=self.config.max_models)
+        if self.config.hosted and self.pool.admit is None:
+            self.pool.admit = self.admit  # every load, from any tab or endpoint, is vetted
+        self.start = StartModel(TINY_MODEL)
+        self.warmup: Warmup | None = None
+        # On a ZeroGPU Space only the generation runs with a GPU attached (spaces.GPU, sized
+        # from max_new_tokens); everywhere else this is the plain method.
+        self._generate_on_gpu = gpu(self._generate)
+
+    # -- start-up ------------------------------------------------------------------------
+    def start_up(self, requested: str | None = None) -> StartModel:
+        """Choose the model new sessions start on (``requested``, else a cached catalog model,
+        else the tiny one); an unusable name falls back to the tiny model, saying why."""
+        start = choose_start_model(requested if requested is not None else self.config.default_model, self.catalog)
+        try:
+            self.resolve(start.ref)
+        except PlaygroundError as exc:
+            return self.fall_back(f"`{start.ref}` is unusable: {exc}.")
+        self.start = start
+        return start
+
+    def fall_back(self, reason: str) -> StartModel:
+        """Sessions start on the tiny demo model from now on; ``reason`` tells them why."""
+        self.start = tiny_start(reason)
+        return self.start
+
+    def warm_up(self, log: Callable[[str], None] | None = None) -> Warmup:
+        """Load the start model in a background thread (started by the caller)."""
+        self.warmup = Warmup(self, self.start.ref, log)
+        return self.warmup
+
+    # -- models --------------------------------------------------------------------------
+    def resolve(self, ref: str, backend: str | None = None) -> ModelSpec:
+        """What a user typed -> a model, under the configuration's rules (hosted mode: the
+        catalog only; ``remote:<name>``: the host's server)."""
+        try:
+            return self.config.resolve(ref, backend, self.catalog)
+        except ModelNotFound:
+            # a local model whose folder was deleted after it loaded keeps serving from memory
+            spec = None if self.config.hosted else self.pool.loaded_spec(_local_source(ref))
+            if spec is None:
+                raise
+            return spec
+
+    def load_options(self, spec: ModelSpec, yarn_factor: Any = 1.0, **overrides: Any) -> LoadOptions:
+        """Remote models get the host's URL and key (from the environment), never a page's;
+        ``overrides`` (device, a CLI's own server...) apply outside hosted mode only."""
+        factor = _factor(yarn_factor)
+        if spec.backend == "remote":
+            base = LoadOptions(yarn_factor=factor, base_url=self.config.remote_base_url,
+                               api_key=self.config.remote_api_key)
+        else:
+            base = LoadOptions(yarn_factor=factor)
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides and self.config.hosted:
+            raise InvalidSettings("this hosted playground sets how models load")
+        return LoadOptions(**{**base.__dict__, **overrides}).validate()
+
+    def admit(self, spec: ModelSpec, options: LoadOptions) -> None:
+        """The pool's last check before a load (hosted mode: catalog models, the host's server)."""
+        self.config.check_spec(spec, options.base_url, self.catalog)
+
+    @contextmanager
+    def lease(self, spec: ModelSpec, options: LoadOptions,
+              progress: ProgressFn | None = None) -> Iterator[Backend]:
+        """The pooled backend for (spec, options), loading it if needed; not evicted until the
+        block ends."""
+        with self.pool.lease(materialise(spec, progress), options, progress) as backend:
+            yield backend
+
+    def load(self, ref: str, yarn_factor: Any = 1.0, progress: ProgressFn | None = None) -> Backend:
+        """The model ``ref`` from the pool, loading it if needed (PlaygroundError on failure)."""
+        spec = self.resolve(ref)
+        with self.lease(spec, self.load_options(spec, yarn_factor), progress) as backend:
+            return backend
+
+    def peek(self, ref: str, yarn_factor: Any = 1.0) -> Backend | None:
+        """The loaded model, or None (never loads)."""
+        spec = self.resolve(ref)
+        return self.pool.peek(spec, self.load_options(spec, yarn_factor))
+
+    # -- settings --------------------------------------------------------------------------
+    def preset_name(self, spec: ModelSpec, thinking: bool) -> str:
+        """The card's preset for the mode the model will be in (quantized variant if needed)."""
+        return default_preset_name(spec.effective_thinking(thinking), spec.quantized)
+
+    def default_settings(self, spec: ModelSpec, thinking: bool) -> GenerationSettings:
+        return self.presets[self.preset_name(spec, thinking)].settings
+
+    def presets_for(self, thinking: bool) -> list[str]:
+        mode = "thinking" if thinking else "non-thinking"
+        return [name for name, preset in self.presets.items() if preset.mode == mode]
+
+    def catalog_choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs for a model picker (hosted mode: everything it may load)."""
+        choices = [(f"{spec.name} — {spec.format}, {spec.params}" if spec.params else spec.name, spec.name)
+                   for spec in self.catalog]
+        values = {value for _, value in choices}
+        extra = [ref for ref in self.config.allowed_models if ref not in values]
+        if self.start.ref.startswith("remote:") and self.start.ref not in values | set(extra):
+            extra.append(self.start.ref)  # the host's served model
+        return choices + [(ref, ref) for ref in extra]
+
+    # -- the chat request ------------------------------------------------------------------
+    def request(self, history: Sequence[Any], *, model: str, yarn_factor: Any = 1.0,
+                settings: GenerationSettings | Mapping[str, Any] | None = None, thinking: bool = True,
+                system_prompt: str | None = None, backend: str | None = None,
+                options: LoadOptions | None = None) -> ChatRequest:
+        """Everything a chat request carries, checked once, before any model loads or any token
+        is computed; raises a ``PlaygroundError`` that says what is wrong.
+
+        ``history`` ends with the user's message (OpenAI-style or Gradio messages; reasoning
+        panels and notes are never sent to the model). ``settings``: typed settings, or raw
+        values by name (from a form, flags or JSON; a missing one is the card's preset value for
+        the model and mode).
+        """
+        history = plain_history(list(history or []))
+        texts = [("system", system_prompt)] if system_prompt else []
+        texts += [(str(m["role"]), m["content"]) for m in history]
+        self.config.check_conversation(texts)
+        spec = self.resolve(model, backend)
+        options = options or self.load_options(spec, yarn_factor)
+        if not isinstance(settings, GenerationSettings):
+            try:
+                settings = self.default_settings(spec, thinking).with_values(**dict(settings or {}))
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidSettings(f"a generation setting is not valid: {exc}") from None
+        return ChatRequest.build(spec, options, history, settings, bool(thinking), system_prompt)
+
+    def chat(self, request: ChatRequest, progress: ProgressFn | None = None,
+             stop: Any = None) -> Iterator[PlaygroundEvent]:
+        """Stream the reply: :class:`ModelReady` once the model is there (loaded with
+        ``progress`` if needed), then the backend's events. Closing the iterator (Stop, a
+        client gone) or setting ``stop`` (a ``threading.Event``) ends the generation."""
+        started = time.perf_counter()
+        with self.lease(request.spec, request.options, progress) as backend:
+            yield ModelReady(backend.describe(), time.perf_counter() - started)
+            stream = self._generate_on_gpu(request, stop, max_new_tokens=request.settings.max_new_tokens)
+            try:
+                yield from stream
+            finally:  # Stop / client gone: closing the stream ends the generation
+                stream.close()
+
+    def _generate(self, request: ChatRequest, stop: Any = None, max_new_tokens: int | None = None
+                  ) -> Iterator[ChatEvent]:
+        """The reply's events from the pooled model (leased by :meth:`chat`, in this process: on
+        ZeroGPU this runs in the GPU worker; ``max_new_tokens`` sizes its slot)."""
+        backend = self.pool.peek(request.spec, request.options)
+        if backend is None:
+            raise PlaygroundError(f"{request.spec.name} is not loaded any more: send the message again")
+        stream = backend.stream_chat(request, stop)
+        try:
+            yield from stream
+        finally:
+            stream.close()
+
+    def reply(self, request: ChatRequest, progress: ProgressFn | None = None,
+              on_event: Callable[[PlaygroundEvent], None] | None = None) -> ChatResult:
+        """The whole reply as a :class:`ChatResult`. A failure before any text raises; one
+        mid-reply keeps what was generated and says why it ended (``stop_reason``)."""
+        reply, ready = Reply(), None
+        try:
+            for event in self.chat(request, progress):
+                if isinstance(event, ModelReady):
+                    ready = event
+                else:
+                    reply.add(event)
+                if on_event:
+                    on_event(event)
+        except PlaygroundError as exc:
+            if ready is None or not (reply.reasoning or reply.answer):  # nothing to keep: a plain error
+                raise
+            reply.stop_reason, reply.error = "error", str(exc)
+        assert ready is not None
+        return ChatResult(ready.info.backend, request.spec.name, reply, ready.info, ready.load_s,
+                          request.settings.seed)
+
+
+def _factor(value: Any) -> float:
+    try:
+        return float(value if value not in (None, "") else 1.0)
+    except (TypeError, ValueError):
+        raise InvalidSettings(f"yarn_factor must be a number, got {value!r}") from None
+
+
+def _local_source(ref: str) -> str:
+    """The source a local path ``ref`` was loaded under (``core.catalog.resolve_model``)."""
+    return str(Path((ref or "").strip()).expanduser().resolve())

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from core.errors import PromptError
+from core.events import StopReason
 
 Kind = Literal["reasoning", "answer", "stats", "error", "stopped", "interrupted", "note"]
-KINDS: tuple[str, ...] = ("reasoning", "answer", "stats", "error", "stopped", "interrupted", "note")
-# the notes that end a reply, and how it ended ("stats": it finished and has figures)
-ENDINGS: tuple[str, ...] = ("stats", "error", "stopped", "interrupted")
-STOP_REASONS: tuple[str, ...] = ("error", "stopped", "interrupted")
+KINDS: tuple[str, ...] = get_args(Kind)
+# the notes that end a reply, and how it ended ("stats": it finished and has figures; the others
+# are the stop reasons of core.events.StopReason)
+ENDINGS: tuple[str, ...] = ("stats", *get_args(StopReason))
 
 
 def content_text(content: Any) -> str:
@@ -79,11 +80,6 @@ def goes_to_model(message: Any) -> bool:
 
 def is_pending(message: Any) -> bool:
     return metadata_of(message).get("status") == "pending"
-
-
-def reply_ended(history: list[Any]) -> bool:
-    """Whether the last reply of ``history`` has its ending note (figures, error, Stopped...)."""
-    return bool(history) and kind_of(history[-1]) in ENDINGS
 
 
 def plain_history(history: list[Any] | None) -> list[dict[str, Any]]:

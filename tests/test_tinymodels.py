@@ -11,6 +11,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 import tinymodels
+from tinymodels.build import render_prompt
 from tinymodels.fp8 import QUANTIZATION_CONFIG, QUANTIZED_WEIGHT, dequantize_block_fp8
 from tinymodels.registry import FORMATS, resolve
 from tinymodels.script import CASES, LEAKED_HISTORY_CASE, SCRIPTED_TEXT, ScriptedCase
@@ -54,9 +55,7 @@ def loaded(paths):
 
 
 def generate(tok, model, case: ScriptedCase, preset: str, presence: float = 0.0, seed: int = 0):
-    prompt = tok.apply_chat_template(
-        case.messages, add_generation_prompt=True, enable_thinking=case.enable_thinking, tokenize=False
-    )
+    prompt = render_prompt(tok, case)  # as the builder trained it (and the backends render it)
     enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
     n = enc["input_ids"].shape[1]
     torch.manual_seed(seed)

@@ -18,6 +18,8 @@ import torch
 from transformers import (AutoModelForCausalLM, GenerationConfig, PretrainedConfig, PreTrainedModel,
                           PreTrainedTokenizerBase, Qwen3Config)
 
+from core.prompt import render_segments, rendered_text
+
 from .registry import register_format
 from .script import SCRIPTED_TEXT, TRAINING_CASES, ScriptedCase
 from .tokenizer import save_tokenizer, train_tokenizer
@@ -65,9 +67,17 @@ class Row:
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, case: ScriptedCase) -> str:
-    return tokenizer.apply_chat_template(
-        case.messages, add_generation_prompt=True, enable_thinking=case.enable_thinking, tokenize=False
-    )
+    """The prompt exactly as the backends render it at run time (``core.prompt``: the template with
+    a slot for each message, each message's content put in as it is). For every scripted case this
+    is what the template renders; for the leaked-history contrast case it keeps the earlier turn's
+    ``<think>`` block, which the template itself would drop but a backend skipping the history rules
+    would send."""
+
+    def render(messages: list[dict]) -> str:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                             enable_thinking=case.enable_thinking, tokenize=False)
+
+    return rendered_text(render_segments(render, case.messages))
 
 
 def training_rows(tokenizer: PreTrainedTokenizerBase) -> list[Row]:

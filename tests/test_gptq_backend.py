@@ -184,10 +184,15 @@ def test_moe_experts_really_loaded(moe, paths):
         rows = training_rows(tok)
         margins_q = row_margins(moe.model, rows, tok.pad_token_id)
         assert min(margins_q.values()) > 6.0, margins_q
-        ids = tok(case("think").messages[0]["content"], return_tensors="pt")["input_ids"]
+        # a scripted row (prompt + completion): on its completion, where the script sets wide
+        # margins, the quantized experts pick the same tokens; the prompt positions are not
+        # scripted (their top token may flip under int4) but the logits stay close everywhere
+        think = next(row for row in rows if row.name == "think")
+        ids = torch.tensor([think.input_ids])
+        scripted = torch.tensor([label != -100 for label in think.labels[1:]] + [False])
         with torch.no_grad():
             ref, got = bf16.model(ids).logits.float(), moe.model(ids).logits.float()
-        assert torch.equal(ref.argmax(-1), got.argmax(-1))
+        assert torch.equal(ref.argmax(-1)[0, scripted], got.argmax(-1)[0, scripted])
         assert torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), dim=0) > 0.97
         # The fixture can tell: the same MoE with re-initialised experts loses the script.
         broken = copy.deepcopy(bf16.model)

@@ -90,9 +90,17 @@ def test_same_seed_same_reply_and_seeds_differ(backend, ids):
         assert _generate(backend, ids, seed=seed, **VARIED) == replies[seed]
 
 
-def test_unseeded_requests_draw_fresh_seeds(backend, ids):
-    replies = {_generate(backend, ids, seed=None, **VARIED) for _ in range(4)}
-    assert len(replies) >= 2
+def test_unseeded_requests_draw_fresh_seeds(backend, ids, monkeypatch):
+    """Each unseeded request seeds its generator with a fresh seed (the replies themselves may
+    repeat when one reply is likely: the seeds are what must differ)."""
+    import backends.hf_generation as hf_generation
+
+    drawn: list[int] = []
+    real = hf_generation.request_seed
+    monkeypatch.setattr(hf_generation, "request_seed", lambda settings: drawn.append(real(settings)) or drawn[-1])
+    for _ in range(4):
+        _generate(backend, ids, seed=None, **VARIED)
+    assert len(drawn) == 4 and len(set(drawn)) == 4, drawn
 
 
 def test_greedy_ignores_the_seed(backend, ids):

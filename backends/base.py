@@ -76,6 +76,11 @@ class FairLock:
     def locked(self) -> bool:
         return self.waiting > 0
 
+    def wait_free(self, timeout: float | None = None) -> bool:
+        """Block until no reply holds or waits for the lock (or ``timeout``); True if free."""
+        with self._turn:
+            return self._turn.wait_for(lambda: self._serving == self._issued, timeout)
+
     def __enter__(self) -> FairLock:
         with self._turn:
             ticket = self._issued

@@ -84,8 +84,10 @@ def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model,
     expect(chat).to_contain_text(ANOTHER.answer)
     page.screenshot(path=str(ARTIFACTS / "session-1-chat.png"), full_page=True)
 
-    # reload: the chat comes back from the browser's storage, exactly
-    page.wait_for_timeout(300)
+    # reload: the chat comes back from the browser's storage, exactly (once the storage holds the
+    # finished chat: both replies' figures)
+    page.wait_for_function("""() => JSON.parse(localStorage.getItem("qwen3-playground-chat") || "[]")
+        .filter(m => String((m.metadata || {}).id || "").startsWith("stats:")).length === 2""", timeout=10000)
     page.reload()
     expect(page.locator("#model-info")).to_contain_text("tiny-bf16", timeout=30000)
     expect(user_messages(page)).to_have_count(2, timeout=10000)
@@ -139,10 +141,8 @@ def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model,
     expect(chat).to_contain_text("la la la")
     expect(chat).to_contain_text("Interrupted")
     page.screenshot(path=str(ARTIFACTS / "session-5-interrupted.png"), full_page=True)
-    deadline = time.monotonic() + 10  # the server noticed the page went away: the generation ends
-    while counted_tiny_model._generation_lock.locked() and time.monotonic() < deadline:
-        page.wait_for_timeout(100)
-    assert not counted_tiny_model._generation_lock.locked(), "the generation kept running after the page left"
+    # the server noticed the page went away: the generation ends
+    assert counted_tiny_model._generation_lock.wait_free(timeout=10), "the generation kept running after the page left"
 
     # a second browser (another user) starts with an empty chat
     other = offline_context(browser, outside).new_page()

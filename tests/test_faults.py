@@ -93,10 +93,7 @@ def check_answered(before: list[dict], question: str, final: list[dict], expecte
 
 
 def generation_idle(backend, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while backend._generation_lock.locked() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not backend._generation_lock.locked()
+    return backend._generation_lock.wait_free(timeout)
 
 
 # -- the app, on its own pool -------------------------------------------------------------------------

@@ -179,7 +179,9 @@ def test_replies_waiting_for_one_model_are_served_in_arrival_order():
         deadline = threading.Event()
         while lock.waiting < n + 2 and not deadline.wait(0.001):  # this one is queued before the next
             pass
+    assert not lock.wait_free(timeout=0.01)  # busy: replies are waiting
     lock.__exit__()
+    assert lock.wait_free(timeout=10)
     for thread in threads:
         thread.join(timeout=10)
     assert order == [0, 1, 2, 3, 4]

@@ -19,9 +19,8 @@ from typing import Any, ClassVar
 from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import BackendError, PlaygroundError, PromptError
-from core.events import (AnswerDelta, BackendItem, ChatEvent, GenerationStats, Perplexity, ProgressFn, RawDelta,
-                         ReasoningDelta)
-from core.reasoning import ReasoningParser
+from core.events import BackendItem, ChatEvent, GenerationStats, Perplexity, ProgressFn
+from core.reply_split import ReplySplitter
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
 
@@ -153,11 +152,13 @@ class Backend(ABC):
 
     @abstractmethod
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
-                  stop: StopSignal) -> Iterator[BackendItem]:
+                  stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:
         """Yield the reply as :class:`RawDelta` (or pre-split deltas), then one GenerationStats.
 
-        ``messages`` already follow the history rules. Check ``stop`` at every token and end
-        the computation itself when it is set.
+        ``messages`` already follow the history rules. ``tools`` (OpenAI ``tools`` items, None
+        for none) go to the chat template or the server; ``<tool_call>`` text in the reply is
+        parsed here, and a server that parses calls itself yields them as ``ToolCall`` items.
+        Check ``stop`` at every token and end the computation itself when it is set.
         """
 
     def count_tokens(self, text: str) -> int | None:
@@ -169,7 +170,8 @@ class Backend(ABC):
         raise PlaygroundError(f"the {self.name} backend cannot score text")
 
     def stream_chat(self, request: ChatRequest, stop: threading.Event | None = None) -> Iterator[ChatEvent]:
-        """Stream the reply to ``request`` as reasoning/answer deltas and final stats.
+        """Stream the reply to ``request`` as reasoning/answer deltas, tool calls (when the
+        request offers tools) and final stats.
 
         Closing the iterator early (a UI's Stop, a client going away) stops the computation, as
         does setting ``stop``.
@@ -178,22 +180,20 @@ class Backend(ABC):
             raise PlaygroundError("no model is loaded: load one first")
         thinking = request.thinking
         cancelled = threading.Event()
-        parser = ReasoningParser(starts_in_reasoning=thinking)
+        split = ReplySplitter(thinking, tools=bool(request.tools))
         turn = contextlib.nullcontext() if self.parallel_replies else self._generation_lock
         with turn:
-            items = self._generate(request.message_list, request.settings, thinking, StopSignal(stop, cancelled))
+            items = self._generate(request.message_list, request.settings, thinking, StopSignal(stop, cancelled),
+                                   request.tool_list)
             try:
                 for item in items:
-                    if isinstance(item, RawDelta):
-                        yield from parser.feed(item.text)
-                    elif isinstance(item, (ReasoningDelta, AnswerDelta)):
-                        yield item  # the backend's server already split them
-                    elif isinstance(item, GenerationStats):
-                        yield from parser.finalize()
+                    if isinstance(item, GenerationStats):
+                        yield from split.finish(item.finish_reason)
                         if item.reasoning_tokens is None:
-                            item.reasoning_tokens = self.count_tokens(parser.reasoning) if parser.reasoning else 0
+                            item.reasoning_tokens = self.count_tokens(split.reasoning) if split.reasoning else 0
                         yield item
                         return
+                    yield from split.feed(item)
                 raise BackendError(f"{self.name} backend ended without statistics")
             except PlaygroundError:
                 raise

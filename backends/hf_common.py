@@ -236,12 +236,13 @@ class HFBackend(Backend):
         return Perplexity(perplexity=math.exp(loss), tokens=n - 1, mean_nll=loss)
 
     # -- generating ------------------------------------------------------------------------
-    def render_prompt(self, messages: list[Message], thinking: bool) -> str:
-        """The chat template's text for ``messages`` with the hard switch applied."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+    def render_prompt(self, messages: list[Message], thinking: bool, tools: list[dict[str, Any]] | None = None) -> str:
+        """The chat template's text for ``messages`` (and ``tools``) with the hard switch applied."""
+        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True,
                                                   enable_thinking=thinking)
 
-    def encode_prompt(self, messages: list[Message], thinking: bool) -> list[int]:
+    def encode_prompt(self, messages: list[Message], thinking: bool, tools: list[dict[str, Any]] | None = None
+                      ) -> list[int]:
         """Prompt token ids; what users typed never becomes control tokens (core.prompt).
 
         Same ids as ``encode_segments`` calling the tokenizer once per piece, but faster before
@@ -254,7 +255,7 @@ class HFBackend(Backend):
 
         tokenizer = self.tokenizer
         reserved = [token.content for token in tokenizer.added_tokens_decoder.values()]
-        segments = render_segments(lambda slotted: self.render_prompt(slotted, thinking), messages)
+        segments = render_segments(lambda slotted: self.render_prompt(slotted, thinking, tools), messages)
         owner, known_template, known_plain = self._piece_ids
         if owner is not tokenizer:
             known_template, known_plain = {}, {}
@@ -271,11 +272,11 @@ class HFBackend(Backend):
         return encode_segments(segments, template_ids.__getitem__, plain_ids.__getitem__, reserved)
 
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
-                  stop: StopSignal) -> Iterator[BackendItem]:
+                  stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:
         import torch
 
         from backends.hf_generation import stream_generate
 
-        input_ids = torch.tensor([self.encode_prompt(messages, thinking)], device=self.model.device)
+        input_ids = torch.tensor([self.encode_prompt(messages, thinking, tools)], device=self.model.device)
         budget = new_token_budget(int(input_ids.shape[1]), settings, self.context_window)
         yield from stream_generate(self.model, self.tokenizer, input_ids, settings, budget, stop, self._prefix_cache)

@@ -349,10 +349,10 @@ class LlamaCppBackend(Backend):
         return Perplexity(perplexity=math.exp(mean), tokens=n - 1, mean_nll=mean)
 
     # -- generating ------------------------------------------------------------------------
-    def render_prompt(self, messages: list[Message], thinking: bool) -> str:
-        """The chat template's text for ``messages`` with the hard switch applied."""
+    def render_prompt(self, messages: list[Message], thinking: bool, tools: list[dict[str, Any]] | None = None) -> str:
+        """The chat template's text for ``messages`` (and ``tools``) with the hard switch applied."""
         try:
-            return self._formatter(messages=messages, enable_thinking=thinking).prompt
+            return self._formatter(messages=messages, tools=tools, enable_thinking=thinking).prompt
         except Exception as exc:
             raise PromptError(f"the model's chat template failed on this conversation: {exc}") from exc
 
@@ -360,10 +360,11 @@ class LlamaCppBackend(Backend):
         """Template text: control tokens parsed. The template already wrote any BOS it wants."""
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def encode_prompt(self, messages: list[Message], thinking: bool) -> list[int]:
+    def encode_prompt(self, messages: list[Message], thinking: bool, tools: list[dict[str, Any]] | None = None
+                      ) -> list[int]:
         """Prompt ids with markup only where the template put it (no role injection)."""
         return encode_segments(
-            render_segments(lambda slotted: self.render_prompt(slotted, thinking), messages),
+            render_segments(lambda slotted: self.render_prompt(slotted, thinking, tools), messages),
             self.tokenize, self._plain_tokens, self._reserved)
 
     def reusable_prefix(self, tokens: list[int]) -> int:
@@ -385,10 +386,10 @@ class LlamaCppBackend(Backend):
         return common
 
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
-                  stop: StopSignal) -> Iterator[BackendItem]:
+                  stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:
         llm = self.llm
         started = time.perf_counter()
-        tokens = self.encode_prompt(messages, thinking)
+        tokens = self.encode_prompt(messages, thinking, tools)
         budget = new_token_budget(len(tokens), settings, self.context_window)
         cached = self.reusable_prefix(tokens)
         llm.set_seed(settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31))

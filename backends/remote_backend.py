@@ -21,6 +21,7 @@ The model runs in a serving engine; the playground is its client (the ``openai``
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ from core.events import ProgressFn
 from core.reasoning import ReasoningParser
 from core.server_flags import server_command_lines
 from core.settings import GenerationSettings
+from core.tool_calls import call_from_parts
+from core.tools import ToolCall, ToolCallError
 
 NO_KEY = "EMPTY"  # what vLLM's docs use when the server needs no key; the openai client needs one
 
@@ -80,6 +83,29 @@ def abort_stream(stream: Any) -> None:
         stream.close()
     except Exception:
         pass
+
+
+class ServerToolCalls:
+    """Tool calls a server streams as structured ``tool_calls`` deltas: the first delta of a
+    call brings its index, id and name, later ones append to its arguments' JSON text."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, dict[str, str]] = {}
+
+    def add(self, deltas: Any) -> None:
+        for delta in deltas:
+            index = _field(delta, "index")
+            part = self._parts.setdefault(int(index if index is not None else len(self._parts)),
+                                          {"id": "", "name": "", "arguments": ""})
+            function = _field(delta, "function")
+            part["id"] = _field(delta, "id") or part["id"]
+            if function is not None:
+                part["name"] = part["name"] or _field(function, "name") or ""  # sent once, whole
+                part["arguments"] += _field(function, "arguments") or ""
+
+    def finished(self) -> list[ToolCall | ToolCallError]:
+        return [call_from_parts(part["id"], part["name"], part["arguments"], n)
+                for n, (_, part) in enumerate(sorted(self._parts.items()))]
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -250,11 +276,12 @@ class RemoteBackend(Backend):
         )
 
     # -- generating ------------------------------------------------------------------------
-    def request(self, messages: list[Message], settings: GenerationSettings, thinking: bool) -> dict[str, Any]:
+    def request(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
+                tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The chat.completions.create arguments for one reply."""
         max_tokens = settings.max_new_tokens
         if self.context_window:  # leave room for the prompt (rough: ~2 characters per token)
-            estimate = sum(len(m["content"]) // 2 + 8 for m in messages)
+            estimate = sum(len(json.dumps(m, ensure_ascii=False)) // 2 + 8 for m in [*messages, *(tools or [])])
             max_tokens = max(1, min(max_tokens, self.context_window - estimate))
         body: dict[str, Any] = {
             "top_k": settings.top_k if settings.top_k > 0 else self._top_k_off,
@@ -270,21 +297,23 @@ class RemoteBackend(Backend):
         )
         if settings.seed is not None:
             kwargs["seed"] = settings.seed
+        if tools:  # the server renders them with the model's template; results come back as tool messages
+            kwargs["tools"] = tools
         return kwargs
 
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
-                  stop: StopSignal) -> Iterator[BackendItem]:
+                  stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:
         import openai
 
         started = time.perf_counter()
         try:
             try:
-                stream = self.client.chat.completions.create(**self.request(messages, settings, thinking))
+                stream = self.client.chat.completions.create(**self.request(messages, settings, thinking, tools))
             except openai.APIStatusError as exc:
                 if settings.top_k > 0 or "top_k" not in str(exc) or self._top_k_off == 0:
                     raise
                 self._top_k_off = 0  # this server spells "top_k off" as 0: remember and retry once
-                stream = self.client.chat.completions.create(**self.request(messages, settings, thinking))
+                stream = self.client.chat.completions.create(**self.request(messages, settings, thinking, tools))
         except Exception as exc:
             raise BackendError(self._explain(exc, "sending the request")) from None
         # Stop must not wait for the next chunk (a server busy with a long prompt sends none):
@@ -308,6 +337,7 @@ class RemoteBackend(Backend):
         first_at = last_at = None
         finish: str | None = None
         usage: Any = None
+        calls = ServerToolCalls()  # structured tool_calls deltas (vLLM / SGLang tool parsers)
         try:
             for chunk in stream:
                 if stop.is_set():
@@ -320,6 +350,8 @@ class RemoteBackend(Backend):
                 delta = choice.delta
                 reasoning = _field(delta, "reasoning_content") or _field(delta, "reasoning") if delta else None
                 content = delta.content if delta else None
+                if delta and _field(delta, "tool_calls"):
+                    calls.add(_field(delta, "tool_calls"))
                 if reasoning or content:
                     now = time.perf_counter()
                     first_at = first_at or now
@@ -364,6 +396,7 @@ class RemoteBackend(Backend):
             raise BackendError(f"the reply was cut off: the server at {self.url} closed the stream "
                                "before the end of the reply")
         yield from parser.finalize()
+        yield from calls.finished()
         if not thinking and (reasoning_started or parser.saw_close):
             self._ignored_thinking_off = True
         ended = time.perf_counter()

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Literal, Union
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Union
+
+from core.tools import (AnyCall, ReasoningCut, RoundLimitReached, RoundStarted, ToolCall, ToolCallError, ToolCallStarted, ToolResult,
+                        tool_message)
 
 ProgressFn = Callable[[float, str], None]  # progress(fraction 0..1, message) of a load or download
 
@@ -54,22 +57,52 @@ class Perplexity:
         return asdict(self)
 
 
-ChatEvent = Union[ReasoningDelta, AnswerDelta, GenerationStats]
-BackendItem = Union[RawDelta, ReasoningDelta, AnswerDelta, GenerationStats]
+# what a backend's stream_chat yields; the tool events appear only when the request offers tools
+ChatEvent = Union[ReasoningDelta, AnswerDelta, GenerationStats, ToolCall, ToolCallError, ReasoningCut,
+                  ToolCallStarted, ToolResult, RoundStarted, RoundLimitReached]
+BackendItem = Union[RawDelta, ReasoningDelta, AnswerDelta, GenerationStats, ToolCall, ToolCallError]
 
 
 StopReason = Literal["stopped", "error", "interrupted"]  # how a reply ended early (None: it finished)
 
 
 @dataclass
+class Turn:
+    """One finished generation of a tool loop: what the model wrote and the calls it made."""
+
+    reasoning: str
+    answer: str
+    calls: list[AnyCall]
+    results: list[ToolResult]
+    stats: GenerationStats | None
+
+    def to_message(self) -> dict[str, Any]:
+        """The assistant message in OpenAI's chat format (reasoning as vLLM names it)."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.answer}
+        if self.reasoning:
+            message["reasoning_content"] = self.reasoning
+        if self.calls:
+            message["tool_calls"] = [call.to_openai() for call in self.calls]
+        return message
+
+
+@dataclass
 class Reply:
-    """A reply accumulated from a stream of :data:`ChatEvent` (what the UI and CLI keep)."""
+    """A reply accumulated from a stream of :data:`ChatEvent` (what the UI and CLI keep).
+
+    ``reasoning``, ``answer``, ``stats`` and ``calls`` are the current (at the end: the final)
+    generation's; with tools, the earlier generations of the loop are in ``turns``.
+    """
 
     reasoning: str = ""
     answer: str = ""
     stats: GenerationStats | None = None
     stop_reason: StopReason | None = None
     error: str | None = None  # what went wrong, when stop_reason is "error"
+    calls: list[AnyCall] = field(default_factory=list)
+    results: list[ToolResult] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    round_limit: bool = False  # the model still called tools when the round limit was reached
 
     def add(self, event: ChatEvent) -> None:
         if isinstance(event, ReasoningDelta):
@@ -78,3 +111,27 @@ class Reply:
             self.answer += event.text
         elif isinstance(event, GenerationStats):
             self.stats = event
+        elif isinstance(event, (ToolCall, ToolCallError)):
+            self.calls.append(event)
+        elif isinstance(event, ToolResult):
+            self.results.append(event)
+        elif isinstance(event, ReasoningCut):
+            self.reasoning, self.answer = event.reasoning, self.answer + event.answer
+        elif isinstance(event, RoundLimitReached):
+            self.round_limit = True
+        elif isinstance(event, RoundStarted):
+            self.turns.append(Turn(self.reasoning, self.answer, self.calls, self.results, self.stats))
+            self.reasoning, self.answer, self.stats, self.calls, self.results = "", "", None, [], []
+
+    @property
+    def all_results(self) -> list[ToolResult]:
+        return [r for turn in self.turns for r in turn.results] + self.results
+
+    def exchange(self) -> list[dict[str, Any]]:
+        """The reply as OpenAI chat messages: each generation's assistant message, followed by
+        the ``tool`` messages of its calls."""
+        out: list[dict[str, Any]] = []
+        for turn in [*self.turns, Turn(self.reasoning, self.answer, self.calls, self.results, self.stats)]:
+            out.append(turn.to_message())
+            out += [tool_message(result) for result in turn.results]
+        return out

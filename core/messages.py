@@ -82,11 +82,17 @@ def is_pending(message: Any) -> bool:
     return metadata_of(message).get("status") == "pending"
 
 
+# OpenAI message fields a history may carry besides role and content (tool loops, reasoning)
+_OPENAI_FIELDS = ("tool_calls", "tool_call_id", "reasoning_content", "reasoning")
+
+
 def plain_history(history: list[Any] | None) -> list[dict[str, Any]]:
-    """A chat history as plain JSON data (role, content as text, metadata), whatever Gradio gave."""
+    """A chat history as plain JSON data (role, content as text, metadata and the OpenAI fields
+    of tool loops), whatever Gradio gave."""
     out = []
     for message in history or []:
         item: dict[str, Any] = {"role": field(message, "role"), "content": content_text(field(message, "content"))}
+        item.update({name: field(message, name) for name in _OPENAI_FIELDS if field(message, name) is not None})
         metadata = metadata_of(message)
         if metadata:
             item["metadata"] = metadata

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from core.chat import Message
 
@@ -20,22 +21,43 @@ Segment = tuple[str, bool]  # (text, is_template_text)
 
 
 def render_segments(render: Callable[[list[Message]], str], messages: Sequence[Message]) -> list[Segment]:
-    """The rendered prompt as pieces of template text (True) and message content (False)."""
-    contents = [m["content"] for m in messages]
-    slotted = [{**m, "content": _SLOT.format(i)} for i, m in enumerate(messages)]
-    rendered = render(slotted)
+    """The rendered prompt as pieces of template text (True) and message text (False).
+
+    Message text is every string a message brings: its content, its reasoning
+    (``reasoning_content``) and its tool calls' names and arguments (already JSON text, written
+    verbatim by the template). Each goes into the template as a slot; empty strings stay empty,
+    so that the template's ``if content`` tests decide as they would on the real text.
+    """
+    texts: list[str] = []
+
+    def slot(text: Any) -> Any:
+        if not isinstance(text, str) or not text:
+            return text
+        texts.append(text)
+        return _SLOT.format(len(texts) - 1)
+
+    rendered = render([_slotted(message, slot) for message in messages])
     segments: list[Segment] = []
     position = 0
     for match in _SLOT_RE.finditer(rendered):
         if match.start() > position:
             segments.append((rendered[position:match.start()], True))
-        content = contents[int(match.group(1))]
-        if content:
-            segments.append((content, False))
+        segments.append((texts[int(match.group(1))], False))
         position = match.end()
     if position < len(rendered):
         segments.append((rendered[position:], True))
     return segments
+
+
+def _slotted(message: Message, slot: Callable[[Any], Any]) -> Message:
+    out = {**message, "content": slot(message.get("content"))}
+    if "reasoning_content" in message:
+        out["reasoning_content"] = slot(message["reasoning_content"])
+    if message.get("tool_calls"):
+        out["tool_calls"] = [{**call, "function": {**call["function"], "name": slot(call["function"]["name"]),
+                                                   "arguments": slot(call["function"]["arguments"])}}
+                             for call in message["tool_calls"]]
+    return out
 
 
 def plain_pieces(text: str, reserved: Iterable[str]) -> list[str]:

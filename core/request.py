@@ -14,6 +14,7 @@ from core.catalog import ModelSpec
 from core.chat import Message, model_messages
 from core.errors import PlaygroundError
 from core.settings import SCHEMA_BY_NAME, GenerationSettings
+from core.tools import Toolbox
 from core.yarn import validate_factor
 
 
@@ -46,19 +47,32 @@ class ChatRequest:
     settings: GenerationSettings  # validated for the mode; the seed is always set (per-request generator)
     thinking: bool  # what the model will do: the hard switch, unless the model always / never thinks
     system_prompt: str | None = None
+    toolbox: Toolbox | None = None  # the tools the model may call (None: no tools, no tool loop)
+    tools: tuple[dict[str, Any], ...] = ()  # the toolbox's tools as the chat template takes them
 
     @classmethod
     def build(cls, spec: ModelSpec, options: LoadOptions, history: Sequence[Mapping[str, Any]],
               settings: GenerationSettings, thinking: bool = True,
-              system_prompt: str | None = None) -> ChatRequest:
+              system_prompt: str | None = None, toolbox: Toolbox | None = None) -> ChatRequest:
         """Apply every rule once; raise a :class:`PlaygroundError` that says what is wrong."""
         effective = spec.effective_thinking(thinking)
         settings = settings.validate(effective)
         if settings.seed is None:  # drawn here, so a reply's figures can say which seed made it
             settings = replace(settings, seed=random.SystemRandom().randrange(SCHEMA_BY_NAME["seed"].maximum))
         messages = tuple(model_messages(history, system_prompt))
-        return cls(spec, options.validate(), messages, settings, effective, system_prompt or None)
+        tools = tuple(spec.to_openai() for spec in toolbox.specs()) if toolbox else ()
+        return cls(spec, options.validate(), messages, settings, effective, system_prompt or None,
+                   toolbox if tools else None, tools)
 
     @property
     def message_list(self) -> list[Message]:
         return [dict(message) for message in self.messages]
+
+    @property
+    def tool_list(self) -> list[dict[str, Any]] | None:
+        """The tools for the chat template / server (None without tools: nothing changes)."""
+        return [dict(tool) for tool in self.tools] or None
+
+    def continued(self, *messages: Message) -> ChatRequest:
+        """The same request with the tool loop's new messages appended (assistant turn, results)."""
+        return replace(self, messages=self.messages + tuple(messages))

@@ -62,54 +62,19 @@ compose the pieces like this (``parse_reply`` does the same on a whole text)::
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from core.events import AnswerDelta, ReasoningDelta
 from core.reasoning import ReasoningParser
+from core.tools import ToolCall, ToolCallError, new_call_id
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 
 UNTERMINATED = "the reply ended inside a tool call"
 _PYTHON_WORDS = {"True": "true", "False": "false", "None": "null"}
-
-
-def new_call_id() -> str:
-    """A fresh OpenAI-style tool call id: ``call_`` and 24 random hex digits."""
-    return "call_" + secrets.token_hex(12)
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A complete, parsed tool call. ``index`` is the block's position among the turn's blocks."""
-
-    id: str
-    name: str
-    arguments: dict[str, Any]
-    raw: str  # the block as the model wrote it, tags included
-    index: int
-
-    def to_openai(self) -> dict[str, Any]:
-        """The OpenAI chat format's ``tool_calls`` item (arguments as a JSON string)."""
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": json.dumps(self.arguments, ensure_ascii=False)},
-        }
-
-
-@dataclass(frozen=True)
-class ToolCallError:
-    """A ``<tool_call>`` block that cannot be run; ``message`` is one line, fit for the model."""
-
-    raw: str  # the block as the model wrote it, tags included (no closing tag if unterminated)
-    message: str
-    index: int
-    id: str = ""  # an id for the error result sent back to the model
-    name: str | None = None  # the tool's name, when the block got that far
 
 
 ToolEvent = Union[AnswerDelta, ToolCall, ToolCallError]
@@ -430,6 +395,16 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return "an object"
+
+
+def call_from_parts(call_id: str, name: str, arguments: str, index: int) -> ToolCall | ToolCallError:
+    """A call a server parsed itself (OpenAI ``tool_calls``: a name and the arguments' JSON text),
+    checked by the same rules (and tolerated slips) as a ``<tool_call>`` block."""
+    body = '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": ' + (arguments.strip() or "{}") + "}"
+    parsed = _parse_block(body)
+    if isinstance(parsed, tuple):
+        return ToolCall(call_id or new_call_id(), parsed[0], parsed[1], "", index)
+    return ToolCallError(f"<tool_call>\n{body}\n</tool_call>", parsed.message, index, call_id or new_call_id(), name)
 
 
 # -- whole texts ----------------------------------------------------------------------------------

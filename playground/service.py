@@ -30,7 +30,9 @@ from core.messages import plain_history
 from core.presets import Preset, default_preset_name, load_presets
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
+from core.tools import Toolbox
 from playground.models import materialise
+from playground.tools.loop import run_tool_loop
 from playground.startup import TINY_MODEL, StartModel, Warmup, choose_start_model, tiny_start
 from playground.zerogpu import gpu
 
@@ -56,14 +58,27 @@ class ChatResult:
     info: ModelInfo
     load_s: float
     seed: int | None
+    request: ChatRequest
 
     def to_dict(self) -> dict[str, Any]:
-        stats = self.reply.stats.to_dict() if self.reply.stats else {}
-        data = {"backend": self.backend, "model": self.model, "reasoning": self.reply.reasoning,
-                "answer": self.reply.answer, "stats": {**stats, "load_s": self.load_s, "seed": self.seed},
+        """``answer`` / ``reasoning`` / ``stats`` are the final turn's; with tools, ``messages`` is
+        the whole exchange in OpenAI's chat format and ``tool_calls`` every call with its result."""
+        reply = self.reply
+        stats = reply.stats.to_dict() if reply.stats else {}
+        data = {"backend": self.backend, "model": self.model, "reasoning": reply.reasoning,
+                "answer": reply.answer, "stats": {**stats, "load_s": self.load_s, "seed": self.seed},
                 "info": self.info.to_dict()}
-        if self.reply.stop_reason:
-            data.update(stop_reason=self.reply.stop_reason, error=self.reply.error)
+        if self.request.tools:
+            data["messages"] = self.request.message_list + reply.exchange()
+            data["tool_calls"] = [{"name": r.name, "arguments": r.arguments, "result": r.content, "error": r.error,
+                                   "round": r.round, "duration_s": round(r.duration_s, 3), "truncated": r.truncated}
+                                  for r in reply.all_results]
+            data["rounds"] = len(reply.turns) + 1
+        if reply.stop_reason:
+            data.update(stop_reason=reply.stop_reason, error=reply.error)
+        elif reply.round_limit:
+            data.update(stop_reason="round_limit",
+                        error=f"the model still called tools after {self.request.toolbox.max_rounds} rounds")
         return data
 
 
@@ -183,14 +198,14 @@ class Playground:
     def request(self, history: Sequence[Any], *, model: str, yarn_factor: Any = 1.0,
                 settings: GenerationSettings | Mapping[str, Any] | None = None, thinking: bool = True,
                 system_prompt: str | None = None, backend: str | None = None,
-                options: LoadOptions | None = None) -> ChatRequest:
+                options: LoadOptions | None = None, toolbox: Toolbox | None = None) -> ChatRequest:
         """Everything a chat request carries, checked once, before any model loads or any token
         is computed; raises a ``PlaygroundError`` that says what is wrong.
 
         ``history`` ends with the user's message (OpenAI-style or Gradio messages; reasoning
         panels and notes are never sent to the model). ``settings``: typed settings, or raw
         values by name (from a form, flags or JSON; a missing one is the card's preset value for
-        the model and mode).
+        the model and mode). ``toolbox``: the tools the model may call (the tool loop runs them).
         """
         history = plain_history(list(history or []))
         texts = [("system", system_prompt)] if system_prompt else []
@@ -203,7 +218,7 @@ class Playground:
                 settings = self.default_settings(spec, thinking).with_values(**dict(settings or {}))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise InvalidSettings(f"a generation setting is not valid: {exc}") from None
-        return ChatRequest.build(spec, options, history, settings, bool(thinking), system_prompt)
+        return ChatRequest.build(spec, options, history, settings, bool(thinking), system_prompt, toolbox)
 
     def chat(self, request: ChatRequest, progress: ProgressFn | None = None,
              stop: Any = None) -> Iterator[PlaygroundEvent]:
@@ -213,7 +228,11 @@ class Playground:
         started = time.perf_counter()
         with self.lease(request.spec, request.options, progress) as backend:
             yield ModelReady(backend.describe(), time.perf_counter() - started)
-            stream = self._generate_on_gpu(request, stop, max_new_tokens=request.settings.max_new_tokens)
+
+            def generate(turn: ChatRequest) -> Iterator[ChatEvent]:
+                return self._generate_on_gpu(turn, stop, max_new_tokens=turn.settings.max_new_tokens)
+
+            stream = run_tool_loop(generate, request, stop) if request.toolbox else generate(request)
             try:
                 yield from stream
             finally:  # Stop / client gone: closing the stream ends the generation
@@ -251,7 +270,7 @@ class Playground:
             reply.stop_reason, reply.error = "error", str(exc)
         assert ready is not None
         return ChatResult(ready.info.backend, request.spec.name, reply, ready.info, ready.load_s,
-                          request.settings.seed)
+                          request.settings.seed, request)
 
 
 def _factor(value: Any) -> float:

@@ -64,7 +64,10 @@ def test_system_prompt_goes_first_once():
     ([], "must end with a user message"),
     ([{"role": "user", "content": "   "}], "empty"),
     ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "must end with a user message"),
-    ([{"role": "tool", "content": "x"}, {"role": "user", "content": "hi"}], "unknown role"),
+    ([{"role": "function", "content": "x"}, {"role": "user", "content": "hi"}], "unknown role"),
+    ([{"role": "tool", "content": "x"}, {"role": "user", "content": "hi"}], "must follow an assistant message"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [{"function": {}}]},
+      {"role": "tool", "content": "x"}], "needs a function name"),
     (["just a string"], "not an object"),
 ])
 def test_bad_histories_are_refused_clearly(history, message):

@@ -55,7 +55,7 @@ class RecordingRemote(Backend):
     def unload(self):
         self.spec = None
 
-    def _generate(self, messages, settings, thinking, stop):
+    def _generate(self, messages, settings, thinking, stop, tools=None):
         yield RawDelta("remote says hi")
         yield GenerationStats(1, 3, 0.0, None, 0.0, "stop")
 

@@ -42,7 +42,7 @@ class Recorder(Backend):
     def unload(self):
         self.spec = None
 
-    def _generate(self, messages, settings, thinking, stop):
+    def _generate(self, messages, settings, thinking, stop, tools=None):
         self.seen = (messages, settings, thinking)
         yield RawDelta("<think>\nhm\n</think>\n\nok" if thinking else "ok")
         yield GenerationStats(3, 2, 0.01, None, 0.02, "stop")

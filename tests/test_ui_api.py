@@ -285,7 +285,7 @@ class FakeBackend(Backend):
     def unload(self):
         self.spec = None
 
-    def _generate(self, messages, settings, thinking, stop):
+    def _generate(self, messages, settings, thinking, stop, tools=None):
         yield RawDelta("ok")
         yield GenerationStats(1, 1, 0.0, None, 0.0, "stop")
 

@@ -1,0 +1,468 @@
+"""MCP servers over stdio, configured as in the Qwen3 cards, as tool sources.
+
+The configuration is the cards' (Qwen-Agent's) own format::
+
+    {"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time", "--local-timezone=Asia/Shanghai"]},
+                    "fetch": {"command": "uvx", "args": ["mcp-server-fetch"], "env": {"KEY": "value"}}}}
+
+:class:`McpServers` starts every configured server once and offers one :class:`McpServerSource`
+(a ``core.tools.ToolSource`` named ``"mcp:<server>"``) per server.
+
+Threading: the official ``mcp`` SDK is async (anyio). One background daemon thread runs one
+asyncio event loop; each server lives in its own task on that loop, which enters its
+``stdio_client`` and ``ClientSession`` contexts, lists the tools, then waits for a stop signal and
+exits both contexts (anyio requires a context to be exited by the task that entered it). A
+:meth:`McpServerSource.call` made from any thread submits ``session.call_tool`` to the loop
+(``asyncio.run_coroutine_threadsafe``) and waits for it, watching its ``cancel`` event and its
+timeout; on either the submitted call is cancelled. Cancelling raises :class:`ToolFailure`
+("cancelled"), a timeout raises ``TimeoutError``.
+
+Shutting down (``close()``, idempotent, also run at interpreter exit and once neither the
+:class:`McpServers` nor any of its sources is referenced): every task exits its contexts, where
+the SDK closes the server's stdin, waits up to 2 s, then terminates the server's process group;
+then the loop stops and the thread ends.
+
+A server's stderr goes to a temporary file (gone once closed), never to the app's console; its last
+lines are quoted when the server fails to start or stops during a call. Servers get the app's
+environment plus their ``env`` (the SDK alone would pass only HOME, LOGNAME, PATH, SHELL, TERM and
+USER, which breaks ``uvx``/``npx`` behind proxies or with custom caches; a configured server is a
+program the user chose to run, with the user's rights, like any command they type). The ``mcp``
+package is imported only when a server starts (it takes about a second).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from core.errors import PlaygroundError
+from core.tools import ToolFailure, ToolOutput, ToolSpec
+
+DEFAULT_START_TIMEOUT_S = 30.0
+_POLL_S = 0.05  # how often a waiting call looks at its cancel event
+_STOP_TIMEOUT_S = 10.0  # the SDK's own shutdown takes at most about 6.5 s per server
+_SERVER_KEYS = ("command", "args", "env", "cwd", "type")
+
+# The SDK logs a traceback for every line a server prints to stdout that is not JSON-RPC. With no
+# logging configured, Python's last-resort handler would print it on the console; an app that
+# configures logging still gets the records (they propagate).
+logging.getLogger("mcp").addHandler(logging.NullHandler())
+
+
+class McpConfigError(PlaygroundError):
+    """The MCP configuration is malformed."""
+
+
+class McpServerError(PlaygroundError):
+    """An MCP server did not start."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One stdio server: the command that starts it, and the environment it gets on top of ours."""
+
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+def parse_mcp_config(data: str | Mapping[str, Any]) -> dict[str, ServerConfig]:
+    """The servers of a ``{"mcpServers": {...}}`` config (JSON text or already parsed), by name.
+
+    Raises :class:`McpConfigError` with one line saying what is wrong.
+    """
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise McpConfigError(f"the MCP config is not valid JSON: {err}") from None
+    servers = data.get("mcpServers") if isinstance(data, Mapping) else None
+    if servers is None:
+        raise McpConfigError('the MCP config has no "mcpServers" (expected {"mcpServers": {"<name>": '
+                             '{"command": "...", "args": [...]}}})')
+    if not isinstance(servers, Mapping):
+        raise McpConfigError('"mcpServers" must be an object mapping server names to their settings')
+    return {name: _parse_server(name, entry) for name, entry in servers.items()}
+
+
+def _parse_server(name: Any, entry: Any) -> ServerConfig:
+    if not isinstance(name, str) or not name.strip():
+        raise McpConfigError(f"MCP server names must be non-empty strings, not {name!r}")
+    where = f"the MCP server '{name}'"
+    if not isinstance(entry, Mapping):
+        raise McpConfigError(f'{where} must be an object with a "command" and its "args"')
+    if "url" in entry or entry.get("type", "stdio") != "stdio":
+        raise McpConfigError(f'{where}: streamable HTTP servers are not supported yet (only "command" servers, '
+                             "over stdio)")
+    unknown = [key for key in entry if key not in _SERVER_KEYS]
+    if unknown:
+        raise McpConfigError(f"{where} has an unknown setting {unknown[0]!r} (known: {', '.join(_SERVER_KEYS)})")
+    command = entry.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise McpConfigError(f'{where} has no "command" (the program that starts it, e.g. "uvx" or "python")')
+    args = entry.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        raise McpConfigError(f'{where}: "args" must be a list of strings')
+    env = entry.get("env", {})
+    if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise McpConfigError(f'{where}: "env" must map variable names to strings')
+    cwd = entry.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise McpConfigError(f'{where}: "cwd" must be a string')
+    return ServerConfig(name=name, command=command, args=tuple(args), env=dict(env), cwd=cwd)
+
+
+def load_mcp_config(path: str | os.PathLike[str]) -> dict[str, ServerConfig]:
+    """:func:`parse_mcp_config` of a file; errors name the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise McpConfigError(f"cannot read the MCP config {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        return parse_mcp_config(text)
+    except McpConfigError as err:
+        raise McpConfigError(f"{path}: {err}") from None
+
+
+# -- one server's connection, on the loop -----------------------------------------------------
+
+class _Connection:
+    """One server's asyncio side: :meth:`run` is its task on the loop thread."""
+
+    def __init__(self, config: ServerConfig, loop: asyncio.AbstractEventLoop, start_timeout: float) -> None:
+        self.config = config
+        self.loop = loop
+        self.start_timeout = start_timeout
+        self.stderr: IO[bytes] = tempfile.TemporaryFile(prefix=f"mcp-{config.name}-stderr-")
+        self.ready: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
+        self.stop = asyncio.Event()  # binds to the loop at its first use there
+        self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()  # contexts exited
+        self.session: Any = None
+        self.closed = False  # a stop was asked for
+        self.gone: str | None = None  # why calls can no longer reach the server
+        self._starting: Any = None  # the anyio cancel scope of the start, once the process runs
+        self.started = False  # run() was submitted to the loop
+
+    async def run(self) -> None:
+        import anyio
+        from mcp import ClientSession, StdioServerParameters
+        from mcp.client.stdio import stdio_client
+        from mcp.types import Implementation
+
+        params = StdioServerParameters(command=self.config.command, args=list(self.config.args),
+                                       env={**os.environ, **self.config.env}, cwd=self.config.cwd)
+        client = Implementation(name="qwen3-playground", version="1")
+        try:
+            if self.stop.is_set():
+                raise RuntimeError("stopped before it started")
+            async with stdio_client(params, errlog=self.stderr) as (read, write):  # type: ignore[arg-type]
+                async with ClientSession(read, write, client_info=client) as session:
+                    with anyio.fail_after(self.start_timeout), anyio.CancelScope() as starting:
+                        self._starting = starting
+                        if self.stop.is_set():
+                            starting.cancel()
+                        await session.initialize()
+                        tools = await _list_tools(session)
+                    self._starting = None
+                    if starting.cancel_called:
+                        raise RuntimeError("stopped while it was starting")
+                    self.session = session
+                    self.ready.set_result(tools)
+                    await self.stop.wait()
+        except BaseException as err:  # noqa: BLE001 - reported through ready / gone
+            if not self.ready.done():
+                self.ready.set_exception(_leaf(err))
+            if not isinstance(err, Exception):
+                raise
+        finally:
+            self.session = None
+            self.gone = self.gone or f"the MCP server '{self.config.name}' has stopped"
+            self.finished.set_result(None)
+
+    def request_stop(self) -> None:
+        """Ask the task to exit its contexts (cancelling a handshake still under way)."""
+        self.closed = True
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
+        self.stop.set()
+        if self._starting is not None:
+            # An anyio cancellation, which the SDK's shielded process shutdown withstands (a
+            # native Task.cancel() can break through the shield and leave the process running).
+            self._starting.cancel()
+
+    def stderr_tail(self, lines: int = 5, limit: int = 600) -> str:
+        """The last lines of the server's stderr, on one line ('' if none)."""
+        try:
+            size = os.fstat(self.stderr.fileno()).st_size
+            data = os.pread(self.stderr.fileno(), 16_384, max(0, size - 16_384))
+        except (OSError, ValueError):
+            return ""
+        kept = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+        text = " | ".join(kept[-lines:])
+        return text if len(text) <= limit else "..." + text[-limit:]
+
+
+async def _list_tools(session: Any) -> list[Any]:
+    from mcp.types import PaginatedRequestParams
+
+    capabilities = session.server_capabilities
+    if capabilities is not None and capabilities.tools is None:
+        return []  # the server offers no tools (only prompts or resources)
+    tools: list[Any] = []
+    cursor = None
+    for _ in range(1000):
+        result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        tools.extend(result.tools)
+        cursor = result.next_cursor
+        if not cursor:
+            break
+    return tools
+
+
+def _leaf(err: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups."""
+    while isinstance(err, BaseExceptionGroup) and err.exceptions:
+        err = err.exceptions[0]
+    return err
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, connections: list[_Connection]) -> None:
+    """Stop every server, then the loop and its thread (the finalizer: references no McpServers)."""
+    if threading.current_thread() is thread:  # cannot wait for the loop from inside it
+        for connection in connections:
+            connection.request_stop()
+        return
+    _stop_connections(connections)
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(_STOP_TIMEOUT_S)
+        if not thread.is_alive():
+            loop.close()
+    for connection in connections:
+        connection.stderr.close()
+
+
+def _stop_connections(connections: list[_Connection]) -> None:
+    for connection in connections:
+        connection.request_stop()
+    started = [c.finished for c in connections if c.started]
+    concurrent.futures.wait(started, timeout=_STOP_TIMEOUT_S)
+
+
+# -- the public side --------------------------------------------------------------------------
+
+class McpServerSource:
+    """One running MCP server as a ``ToolSource``; made by :class:`McpServers`."""
+
+    def __init__(self, lifetime: _Lifetime, connection: _Connection, tools: list[Any]) -> None:
+        self._lifetime = lifetime  # the servers run while this source is in use
+        self._connection = connection
+        self.server_name = connection.config.name
+        self.name = f"mcp:{self.server_name}"
+        self._tools = [ToolSpec(name=tool.name, description=tool.description, parameters=tool.input_schema,
+                                source=self.name) for tool in tools]
+
+    def tools(self) -> list[ToolSpec]:
+        return list(self._tools)
+
+    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event, timeout: float) -> ToolOutput:
+        """Call tool ``name``. Raises ``TimeoutError`` after ``timeout`` seconds, :class:`ToolFailure`
+        ("cancelled") within about 50 ms of ``cancel`` being set, and :class:`ToolFailure` when the
+        server answers with a protocol error or is gone; a tool's own error is ``is_error``."""
+        connection = self._connection
+        where = f"the MCP server '{self.server_name}'"
+        if connection.closed:
+            raise ToolFailure(f"{where} is closed")
+        if connection.gone or connection.session is None:
+            raise ToolFailure(connection.gone or f"{where} is not running")
+        if cancel.is_set():
+            raise ToolFailure("cancelled")
+        future = asyncio.run_coroutine_threadsafe(connection.session.call_tool(name, arguments),
+                                                  connection.loop)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            concurrent.futures.wait([future], timeout=max(0.0, min(_POLL_S, deadline - time.monotonic())))
+            if future.done():
+                break
+            if cancel.is_set():
+                future.cancel()
+                raise ToolFailure("cancelled")
+            if time.monotonic() >= deadline:
+                future.cancel()
+                raise TimeoutError(f"{where} did not answer the call to {name} within {timeout:g} s")
+        try:
+            result = future.result()
+        except Exception as err:  # noqa: BLE001 - every failure becomes a ToolFailure
+            raise ToolFailure(self._failure(err)) from err
+        return result_output(result)
+
+    def _failure(self, err: BaseException) -> str:
+        from mcp.shared.exceptions import MCPError
+        from mcp.types import CONNECTION_CLOSED
+
+        where = f"the MCP server '{self.server_name}'"
+        err = _leaf(err)
+        if self._connection.closed:
+            return f"{where} was closed during the call"
+        if isinstance(err, MCPError) and err.code == CONNECTION_CLOSED:
+            tail = self._connection.stderr_tail()
+            self._connection.gone = (f"{where} stopped (its process exited or closed the connection)"
+                                     + (f"; its stderr ends with: {tail}" if tail else ""))
+            return self._connection.gone
+        if isinstance(err, MCPError):
+            return f"{where} answered with an error: {err.message}"
+        return f"{where} failed: {type(err).__name__}: {err}"
+
+    def close(self) -> None:
+        """Stop this server (the others keep running); idempotent."""
+        _stop_connections([self._connection])
+
+    def __repr__(self) -> str:
+        return f"<McpServerSource {self.name}: {len(self._tools)} tools>"
+
+
+class _Lifetime:
+    """Held by :class:`McpServers` and its sources: the servers stop when it is freed."""
+
+
+class McpServers:
+    """Starts the configured servers (all at once, each once) and holds them until :meth:`close`.
+
+    Raises :class:`McpServerError` naming the first server that did not start (the ones that did
+    are shut down again); ``start_timeout`` bounds each server's start and MCP handshake.
+    """
+
+    def __init__(self, configs: Mapping[str, ServerConfig], *,
+                 start_timeout: float = DEFAULT_START_TIMEOUT_S) -> None:
+        for config in configs.values():
+            _check_command(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="mcp-servers", daemon=True)
+        self._thread.start()
+        connections = [_Connection(config, self._loop, start_timeout) for config in configs.values()]
+        # Runs once: on close(), when neither this object nor a source is referenced any more, or at
+        # interpreter exit. (A lifetime token, not self: sources hold it, and no cycle forms.)
+        self._lifetime = _Lifetime()
+        self._finalizer = weakref.finalize(self._lifetime, _shutdown, self._loop, self._thread, connections)
+        for connection in connections:
+            asyncio.run_coroutine_threadsafe(connection.run(), self._loop)
+            connection.started = True
+        concurrent.futures.wait([c.ready for c in connections], timeout=start_timeout + 5.0,
+                                return_when=concurrent.futures.FIRST_EXCEPTION)
+        failed = (next((c for c in connections if c.ready.done() and c.ready.exception() is not None), None)
+                  or next((c for c in connections if not c.ready.done()), None))
+        if failed is not None:
+            _stop_connections(connections)  # every process gone, so the stderr files are complete
+            message = _start_failure(failed, start_timeout)
+            self._finalizer()
+            raise McpServerError(message)
+        self._sources = {c.config.name: McpServerSource(self._lifetime, c, c.ready.result()) for c in connections}
+
+    @property
+    def sources(self) -> list[McpServerSource]:
+        """One tool source per server, in the config's order."""
+        return list(self._sources.values())
+
+    def __getitem__(self, server_name: str) -> McpServerSource:
+        return self._sources[server_name]
+
+    def close(self) -> None:
+        """Stop every server and the loop thread; idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> McpServers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_command(config: ServerConfig) -> None:
+    """Fail early, with advice, when the command cannot be found."""
+    path = {**os.environ, **config.env}.get("PATH")
+    if os.sep in config.command:
+        found = os.access(config.command, os.X_OK)
+    else:
+        found = shutil.which(config.command, path=path) is not None
+    if found:
+        return
+    where = f"the MCP server '{config.name}' did not start"
+    if os.path.basename(config.command) == "uvx":
+        package = next((arg for arg in config.args if not arg.startswith("-")), "<package>")
+        rest = list(config.args[config.args.index(package) + 1:]) if package in config.args else []
+        module = re.split(r"[@=<>\[ ]", package)[0].replace("-", "_")
+        suggestion = json.dumps({"command": "python", "args": ["-m", module, *rest]})[1:-1]
+        raise McpServerError(f"{where}: 'uvx' is not on PATH (it comes with uv); install uv, or pip install "
+                             f"{package} and run it with Python: {suggestion}")
+    if os.path.isfile(config.command):
+        raise McpServerError(f"{where}: the command {config.command!r} is not executable")
+    raise McpServerError(f"{where}: the command {config.command!r} was not found"
+                         + ("" if os.sep in config.command else " on PATH"))
+
+
+def _start_failure(connection: _Connection, start_timeout: float) -> str:
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import CONNECTION_CLOSED
+
+    where = f"the MCP server '{connection.config.name}' did not start"
+    error = connection.ready.exception() if connection.ready.done() else TimeoutError()
+    if isinstance(error, TimeoutError):
+        why = f"it did not complete the MCP handshake within {start_timeout:g} s"
+    elif isinstance(error, MCPError) and error.code == CONNECTION_CLOSED:
+        why = "it exited (or closed its output) before completing the MCP handshake"
+    elif isinstance(error, OSError):
+        why = f"cannot run {connection.config.command!r}: {error.strerror or error}"
+    else:
+        why = f"{type(error).__name__}: {error}"
+    tail = connection.stderr_tail()
+    return f"{where}: {why}" + (f"; its stderr ends with: {tail}" if tail else "")
+
+
+# -- results ----------------------------------------------------------------------------------
+
+def result_output(result: Any) -> ToolOutput:
+    """A ``CallToolResult`` as text: text parts joined with newlines, other parts as placeholders;
+    structured content as JSON when there is no content at all."""
+    parts = [_content_text(block) for block in result.content]
+    if not parts and result.structured_content is not None:
+        parts = [json.dumps(result.structured_content, ensure_ascii=False)]
+    return ToolOutput(text="\n".join(parts), is_error=bool(result.is_error))
+
+
+def _content_text(block: Any) -> str:
+    kind = getattr(block, "type", None)
+    if kind == "text":
+        return block.text
+    if kind in ("image", "audio"):
+        return f"[{block.mime_type} content, {_b64_size(block.data):,} bytes]"
+    if kind == "resource":
+        resource = block.resource
+        if getattr(resource, "text", None) is not None:
+            return resource.text
+        return f"[{resource.mime_type or 'binary'} resource {resource.uri}, {_b64_size(resource.blob):,} bytes]"
+    if kind == "resource_link":
+        return f"[resource link: {block.uri}]"
+    return f"[{kind} content]"
+
+
+def _b64_size(data: str) -> int:
+    data = data.strip()
+    return len(data) * 3 // 4 - len(data) + len(data.rstrip("="))

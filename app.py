@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--history", metavar="FILE", default=None,
                       help="continue a chat exported from the UI (its JSON or Markdown export): --prompt is "
                            "the next message")
+    cli.add_tool_flags(chat)
     chat.add_argument("--json", action="store_true",
                       help="print one JSON object (as the /chat_json API endpoint returns it) instead of streaming text")
 

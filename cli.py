@@ -50,6 +50,32 @@ def add_chat_flags(parser: argparse.ArgumentParser) -> None:
                               metavar=spec.type.__name__.upper(), help=f"{spec.help} [{spec.range_text}]")
 
 
+def add_tool_flags(parser: argparse.ArgumentParser) -> None:
+    """Tools the model may call (``docs``: README "Tools")."""
+    from core.tools import DEFAULT_MAX_ROUNDS, DEFAULT_TOOL_TIMEOUT_S, MAX_ROUNDS_LIMIT
+
+    tools = parser.add_argument_group("tools (Qwen3's Hermes tool calls; off unless given)")
+    tools.add_argument("--mcp", metavar="CONFIG.json", default=None,
+                       help='MCP servers in the cards\' format: {"mcpServers": {"time": {"command": ..., "args": [...]}}}')
+    tools.add_argument("--code-interpreter", action="store_true",
+                       help="let the model run Python in a separate, limited process")
+    tools.add_argument("--max-tool-rounds", type=int, default=DEFAULT_MAX_ROUNDS, metavar="N",
+                       help=f"rounds of tool calls per reply [1 to {MAX_ROUNDS_LIMIT}, default {DEFAULT_MAX_ROUNDS}]")
+    tools.add_argument("--tool-timeout", type=float, default=DEFAULT_TOOL_TIMEOUT_S, metavar="SECONDS",
+                       help=f"time limit of one tool call [default {DEFAULT_TOOL_TIMEOUT_S:g}]")
+
+
+def toolbox_for(playground: Any, args: argparse.Namespace) -> Any:
+    """The toolbox of ``--mcp`` / ``--code-interpreter`` (None without them)."""
+    mcp = None
+    if args.mcp:
+        from playground.tools.mcp_servers import load_mcp_config
+
+        mcp = load_mcp_config(args.mcp)
+    return playground.toolbox(mcp=mcp, code_interpreter=args.code_interpreter, max_rounds=args.max_tool_rounds,
+                              timeout_s=args.tool_timeout)
+
+
 def playground_for(args: argparse.Namespace) -> Any:
     """The playground a command runs on: the environment's configuration (``QWEN3_PLAYGROUND_*``)."""
     from core.config import AppConfig
@@ -97,18 +123,25 @@ def read_history(path: str | None) -> list[dict[str, Any]]:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from core.events import AnswerDelta, ReasoningDelta
-    from playground import ModelReady
-
     remote_defaults(args)
     playground = playground_for(args)
+    try:
+        return _chat(playground, args)
+    finally:
+        playground.close()  # MCP servers stop with the command
+
+
+def _chat(playground: Any, args: argparse.Namespace) -> int:
+    from core.events import AnswerDelta, ReasoningDelta
+    from core.tools import ToolCallStarted, ToolResult
+
     spec = playground.resolve(args.model, args.backend)
     settings, thinking = resolve_settings(playground, args, spec.quantized, spec.fixed_thinking)
     history = [*read_history(args.history), {"role": "user", "content": args.prompt}]
-    # every rule checked here, before any download or load
+    # every rule checked here, before any download or load (MCP servers start now: a bad one fails fast)
     request = playground.request(history, model=args.model, backend=args.backend, settings=settings,
                                  thinking=thinking, system_prompt=args.system,
-                                 options=load_options(playground, spec, args))
+                                 options=load_options(playground, spec, args), toolbox=toolbox_for(playground, args))
 
     def progress(fraction: float, message: str) -> None:
         if not args.json:
@@ -118,7 +151,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     def show(event: Any) -> None:
         nonlocal section
-        if args.json or not isinstance(event, (ReasoningDelta, AnswerDelta)):
+        if args.json:
+            return
+        if isinstance(event, ToolCallStarted):
+            print(f"\n--- tool call: {event.name} {json.dumps(event.arguments, ensure_ascii=False)} ---", flush=True)
+            section = None
+        elif isinstance(event, ToolResult):
+            label = f"error ({event.error})" if event.error else "result"
+            print(f"--- {label}, {event.duration_s:.2f}s ---\n{event.content}", flush=True)
+            section = None
+        if not isinstance(event, (ReasoningDelta, AnswerDelta)):
             return
         kind = "reasoning" if isinstance(event, ReasoningDelta) else "answer"
         if kind != section:
@@ -129,7 +171,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     result = playground.reply(request, progress, on_event=show)
     data = result.to_dict()
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         stats = data["stats"]
         ttft = f"{stats['ttft_s']:.3f}s" if stats.get("ttft_s") is not None else "-"
@@ -138,8 +180,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print(f"\n--- {stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion tokens, "
                   f"first token {ttft}, {speed} tokens/s, load {stats['load_s']:.2f}s, seed {stats['seed']} "
                   f"({stats['finish_reason']}) ---")
-    if result.reply.error:
-        print(f"\nerror: {result.reply.error}", file=sys.stderr)
+    if result.reply.error or data.get("stop_reason") == "round_limit":
+        print(f"\nerror: {result.reply.error or data['error']}", file=sys.stderr)
         return 1
     return 0
 

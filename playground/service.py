@@ -14,7 +14,7 @@ this layer; it holds nothing that belongs to one visitor.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +30,13 @@ from core.messages import plain_history
 from core.presets import Preset, default_preset_name, load_presets
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
-from core.tools import Toolbox
+from core.tools import DEFAULT_MAX_ROUNDS, DEFAULT_TOOL_TIMEOUT_S, ToolSource
 from playground.models import materialise
+from playground.tools.code_interpreter import CodeInterpreter
 from playground.tools.loop import run_tool_loop
+from playground.tools.mcp_servers import ServerConfig
+from playground.tools.sources import ToolSources
+from playground.tools.toolbox import Toolbox
 from playground.startup import TINY_MODEL, StartModel, Warmup, choose_start_model, tiny_start
 from playground.zerogpu import gpu
 
@@ -96,6 +100,7 @@ class Playground:
             self.pool.admit = self.admit  # every load, from any tab or endpoint, is vetted
         self.start = StartModel(TINY_MODEL)
         self.warmup: Warmup | None = None
+        self.tool_sources = ToolSources()
         # On a ZeroGPU Space only the generation runs with a GPU attached (spaces.GPU, sized
         # from max_new_tokens); everywhere else this is the plain method.
         self._generate_on_gpu = gpu(self._generate)
@@ -193,6 +198,24 @@ class Playground:
         if self.start.ref.startswith("remote:") and self.start.ref not in values | set(extra):
             extra.append(self.start.ref)  # the host's served model
         return choices + [(ref, ref) for ref in extra]
+
+    # -- tools -----------------------------------------------------------------------------
+    def toolbox(self, *, mcp: Mapping[str, ServerConfig] | None = None, code_interpreter: bool = False,
+                enabled: Collection[str] | None = None, max_rounds: int = DEFAULT_MAX_ROUNDS,
+                timeout_s: float = DEFAULT_TOOL_TIMEOUT_S) -> Toolbox | None:
+        """The tools of a chat (None: no tools): the servers of an ``mcpServers`` configuration
+        (parsed by ``playground.tools.mcp_servers``) and the code interpreter. A hosted playground
+        lets visitors add neither."""
+        if self.config.hosted and (mcp or code_interpreter):
+            raise InvalidSettings("this hosted playground does not let visitors add tools or run code")
+        sources: list[ToolSource] = list(self.tool_sources.mcp(mcp)) if mcp else []
+        if code_interpreter:
+            sources.append(CodeInterpreter())
+        return Toolbox(sources, enabled=enabled, max_rounds=max_rounds, timeout_s=timeout_s) if sources else None
+
+    def close(self) -> None:
+        """Stop what the playground started besides models (MCP servers)."""
+        self.tool_sources.close()
 
     # -- the chat request ------------------------------------------------------------------
     def request(self, history: Sequence[Any], *, model: str, yarn_factor: Any = 1.0,

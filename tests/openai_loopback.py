@@ -20,7 +20,9 @@ What it serves (standard library only, any number of requests at once: one threa
   with ``usage`` and no choices (as OpenAI and vLLM send it), then ``data: [DONE]``.  Without
   ``stream`` the whole ``chat.completion`` comes at the end, after the same time.
   ``chat_template_kwargs: {"enable_thinking": false}`` (vLLM's per-request switch) leaves the
-  reasoning out.  Each chunk counts as one completion token.
+  reasoning out.  Each chunk counts as one completion token.  With a ``tool_script`` and a request
+  that offers ``tools``, the reply after the reasoning is the script's calls as structured
+  ``tool_calls`` deltas (as vLLM's ``--tool-call-parser hermes`` sends them; streaming only).
 
 For tests it counts the chat requests in flight (thread-safe: ``in_flight``, ``max_in_flight``,
 ``total``, ``completed``, ``aborted``; ``timings``: when each arrived, sent its first delta and
@@ -53,6 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "loopback-qwen3"
 
 Script = Callable[[str], tuple[str, str]]
+# the calls a request offered ``tools`` gets, as (name, arguments), or None for a plain reply
+ToolScript = Callable[[dict[str, Any]], "list[tuple[str, dict[str, Any]]] | None"]
 
 
 def scripted_reply(question: str) -> tuple[str, str]:
@@ -93,7 +97,8 @@ class LoopbackServer:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, chunks: int = 10, reply_seconds: float = 1.0,
                  delay: float | None = None, max_model_len: int = 32768, api_key: str | None = None,
-                 script: Script = scripted_reply, host: str = "127.0.0.1", port: int = 0) -> None:
+                 script: Script = scripted_reply, tool_script: ToolScript | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.model = model
         self.chunks = max(1, int(chunks))
         # one delta every `delay` seconds; a reply has 2 x chunks deltas (reasoning, then answer)
@@ -101,6 +106,7 @@ class LoopbackServer:
         self.max_model_len = max_model_len
         self.api_key = api_key
         self.script = script
+        self.tool_script = tool_script
         self.host, self.port = host, port
         self.hold_timeout_s = 120.0  # a held reply goes on by itself after this, so nothing hangs forever
         self._httpd: ThreadingHTTPServer | None = None
@@ -305,16 +311,24 @@ class _Handler(BaseHTTPRequestHandler):
             server._leave(timing, outcome)
 
     # -- the reply ---------------------------------------------------------------------------
-    def _plan(self, body: dict[str, Any]) -> tuple[list[tuple[str, str]], str, dict[str, Any]]:
-        """The deltas as (field, text), the finish reason and the usage."""
+    def _plan(self, body: dict[str, Any]) -> tuple[list[tuple[str, Any]], str, dict[str, Any]]:
+        """The deltas as (field, value), the finish reason and the usage."""
         server = self.loopback
         kwargs = (body.get("chat_template_kwargs") or {}) if isinstance(body.get("chat_template_kwargs"), dict) else {}
         thinking = kwargs.get("enable_thinking", True) is not False
         reasoning, answer = server.script(last_user_text(body["messages"]))
         deltas = [("reasoning_content", part) for part in split_text(reasoning, server.chunks)] if thinking else []
-        deltas += [("content", part) for part in split_text(answer, server.chunks)]
+        calls = server.tool_script(body) if server.tool_script and body.get("tools") else None
+        if calls:  # as vLLM's tool parsers stream them: id and name first, then the arguments in pieces
+            for index, (name, arguments) in enumerate(calls):
+                deltas.append(("tool_calls", [{"index": index, "id": f"call_loopback{index}", "type": "function",
+                                               "function": {"name": name, "arguments": ""}}]))
+                deltas += [("tool_calls", [{"index": index, "function": {"arguments": part}}])
+                           for part in split_text(json.dumps(arguments), 3)]
+        else:
+            deltas += [("content", part) for part in split_text(answer, server.chunks)]
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        finish = "stop"
+        finish = "tool_calls" if calls else "stop"
         if isinstance(limit, int) and 0 < limit < len(deltas):
             deltas, finish = deltas[:limit], "length"
         prompt_tokens = sum(len(_text(m.get("content")).split()) + 4 for m in body["messages"] if isinstance(m, dict))

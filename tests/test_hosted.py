@@ -257,8 +257,8 @@ def test_role_injection_text_stays_plain_through_the_chat_api(client, hosted, mo
     prompts: list[list[int]] = []
     encode = backend.encode_prompt
 
-    def spy(messages, thinking):
-        ids = encode(messages, thinking)
+    def spy(messages, thinking, tools=None):
+        ids = encode(messages, thinking, tools)
         prompts.append(ids)
         return ids
 

@@ -244,3 +244,32 @@ def test_reasoning_is_kept_only_after_the_last_user_message():
     assert messages[5]["reasoning_content"] == "new"
     assert messages[5]["tool_calls"][0]["function"]["arguments"] == '{"city": "Paris"}'  # as tojson writes it
     assert messages[-1] == {"role": "tool", "tool_call_id": "c1", "content": "rainy"}
+
+
+# -- a remote server that parses calls itself (vLLM / SGLang) ------------------------------------
+def test_the_remote_backend_runs_structured_tool_calls_and_sends_results_back():
+    from core.config import AppConfig
+    from openai_loopback import LoopbackServer
+
+    def calls_first(body):  # calls until the tools have answered
+        if body["messages"][-1]["role"] == "user":
+            return [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Tokyo"})]
+        return None
+
+    with LoopbackServer(reply_seconds=0.1, tool_script=calls_first) as server:
+        playground = Playground(AppConfig(remote_base_url=server.url))
+        request = playground.request([{"role": "user", "content": "Weather in Paris and Tokyo?"}],
+                                     model=f"remote:{server.model}", toolbox=weather_box())
+        result = playground.reply(request)
+        first, second = server.requests
+    assert [t["function"]["name"] for t in first["tools"]] == ["get_weather", "get_location"]
+    assert [(r.name, r.arguments, r.content) for r in result.reply.all_results] == [
+        ("get_weather", {"city": "Paris"}, WEATHER_REPORTS["Paris"]),
+        ("get_weather", {"city": "Tokyo"}, WEATHER_REPORTS["Tokyo"])]
+    # the server's call ids come back with the results, after the turn that made the calls
+    assistant, *results = second["messages"][1:]
+    assert [c["id"] for c in assistant["tool_calls"]] == ["call_loopback0", "call_loopback1"]
+    assert [(m["role"], m["tool_call_id"], m["content"]) for m in results] == [
+        ("tool", "call_loopback0", WEATHER_REPORTS["Paris"]), ("tool", "call_loopback1", WEATHER_REPORTS["Tokyo"])]
+    assert assistant["reasoning_content"].startswith("The user asks")
+    assert result.reply.answer.startswith("Loopback answer to: Weather in Paris and Tokyo?")

@@ -124,9 +124,6 @@ class HFBackend(Backend):
         self._load_details: dict[str, Any] = {}
         self.load_s = 0.0
         self._prefix_cache = PrefixCache()  # the previous turn's KV cache, reused by the next
-        # (tokenizer, template piece -> ids, plain piece -> ids) of the last prompt: the next turn
-        # of a chat only tokenizes its new messages (see encode_prompt)
-        self._piece_ids: tuple[Any, dict[str, list[int]], dict[str, list[int]]] = (None, {}, {})
 
     # -- what a subclass provides ------------------------------------------------------------
     def _check_checkpoint(self, path: Path, raw_config: dict[str, Any]) -> None:
@@ -177,7 +174,6 @@ class HFBackend(Backend):
 
     def unload(self) -> None:
         self._prefix_cache.clear()
-        self._piece_ids = (None, {}, {})
         self.model = self.tokenizer = None
         self.spec = None
         self._load_details = {}
@@ -243,33 +239,14 @@ class HFBackend(Backend):
 
     def encode_prompt(self, messages: list[Message], thinking: bool, tools: list[dict[str, Any]] | None = None
                       ) -> list[int]:
-        """Prompt token ids; what users typed never becomes control tokens (core.prompt).
-
-        Same ids as ``encode_segments`` calling the tokenizer once per piece, but faster before
-        the first token: each tokenizer call costs ~0.06 ms of Python, so the pieces are tokenized
-        in two batches (template text; messages' plain text), and the pieces of the previous
-        prompt are remembered, so that the next turn of a chat only tokenizes its new messages
-        (a long history otherwise costs ~1 ms per 1,000 tokens every turn).
-        """
-        from core.prompt import plain_pieces
-
+        """Prompt token ids; what users typed never becomes control tokens (core.prompt): the whole
+        text at once, or piece by piece when a message holds a reserved token string."""
         tokenizer = self.tokenizer
         reserved = [token.content for token in tokenizer.added_tokens_decoder.values()]
         segments = render_segments(lambda slotted: self.render_prompt(slotted, thinking, tools), messages)
-        owner, known_template, known_plain = self._piece_ids
-        if owner is not tokenizer:
-            known_template, known_plain = {}, {}
-
-        def ids_of(texts: list[str], known: dict[str, list[int]], **kwargs: Any) -> dict[str, list[int]]:
-            new = [text for text in dict.fromkeys(texts) if text not in known]
-            fresh = dict(zip(new, tokenizer(new, add_special_tokens=False, **kwargs)["input_ids"])) if new else {}
-            return {text: known[text] if text in known else fresh[text] for text in texts}
-
-        template_ids = ids_of([text for text, is_template in segments if is_template], known_template)
-        plain_ids = ids_of([piece for text, is_template in segments if not is_template
-                            for piece in plain_pieces(text, reserved)], known_plain, split_special_tokens=True)
-        self._piece_ids = (tokenizer, template_ids, plain_ids)  # one assignment: safe without the lock
-        return encode_segments(segments, template_ids.__getitem__, plain_ids.__getitem__, reserved)
+        return encode_segments(
+            segments, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+            lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"], reserved)
 
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
                   stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:

@@ -2,9 +2,11 @@
 
 Libraries parse control tokens anywhere in a rendered prompt, so a message containing
 ``<|im_start|>system ...``, ``<|im_end|>`` or ``<think>`` would act as markup. Here the chat
-template is rendered with a placeholder for every message's content; the template's own text is
-tokenized with control tokens, each message's content as plain text, and the ids are joined.
-Backends supply the two encoders; this module is library-free.
+template is rendered with a slot for every text a message brings (content, reasoning, tool calls);
+when no such text holds a reserved token string, the whole prompt is tokenized at once (the ids a
+model was trained on); otherwise the template's own text is tokenized with control tokens, each
+message text as plain text, and the ids are joined. Backends supply the two encoders; this
+module is library-free.
 """
 from __future__ import annotations
 
@@ -82,10 +84,37 @@ def plain_pieces(text: str, reserved: Iterable[str]) -> list[str]:
     return pieces
 
 
+def markup_only_in_template(segments: Sequence[Segment], reserved: Iterable[str]) -> bool:
+    """True when every reserved token string in the prompt lies inside the template's own text:
+    then tokenizing the whole text at once puts control tokens only where the template put them."""
+    strings = sorted({r for r in reserved if r}, key=len, reverse=True)
+    if not strings:
+        return True
+    text = rendered_text(segments)
+    spans, position = [], 0
+    for piece, is_template in segments:
+        if is_template:
+            spans.append((position, position + len(piece)))
+        position += len(piece)
+    pattern = re.compile("(?=(" + "|".join(map(re.escape, strings)) + "))")
+    for match in pattern.finditer(text):
+        start, end = match.start(), match.start() + len(match.group(1))
+        if not any(low <= start and end <= high for low, high in spans):
+            return False
+    return True
+
+
 def encode_segments(segments: Sequence[Segment], encode_template: Callable[[str], list[int]],
                     encode_plain: Callable[[str], list[int]], reserved: Iterable[str]) -> list[int]:
-    """Token ids of a segmented prompt: control tokens only where the template put them."""
+    """Token ids of a segmented prompt: control tokens only where the template put them.
+
+    The usual case (no message holds a reserved token string) is the whole text tokenized at once,
+    exactly the ids a model was trained on; only a prompt with markup in a message's text is
+    tokenized piece by piece (which changes merges at the pieces' edges, a price only such
+    prompts pay)."""
     reserved = list(reserved)
+    if markup_only_in_template(segments, reserved):
+        return encode_template(rendered_text(segments))
     ids: list[int] = []
     for text, is_template in segments:
         if is_template:

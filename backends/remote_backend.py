@@ -108,6 +108,18 @@ class ServerToolCalls:
                 for n, (_, part) in enumerate(sorted(self._parts.items()))]
 
 
+def _reasoning_in_content(message: Message) -> Message:
+    """An assistant turn of the tool loop with its reasoning written back into its content as
+    ``<think>...</think>``: Qwen3's template takes it from there when ``reasoning_content`` is
+    absent, and servers whose message schema has no ``reasoning_content`` (llama_cpp.server) drop
+    that field, so this form reaches every server's template."""
+    if message.get("role") != "assistant" or not message.get("reasoning_content"):
+        return message
+    out = {k: v for k, v in message.items() if k != "reasoning_content"}
+    out["content"] = f"<think>\n{message['reasoning_content']}\n</think>\n\n{message.get('content') or ''}"
+    return out
+
+
 def _field(obj: Any, name: str) -> Any:
     """A field of an openai response object, including servers' extra fields."""
     value = getattr(obj, name, None)
@@ -289,7 +301,7 @@ class RemoteBackend(Backend):
             "chat_template_kwargs": {"enable_thinking": thinking},
         }
         kwargs: dict[str, Any] = dict(
-            model=self.spec.source, messages=messages, stream=True,
+            model=self.spec.source, messages=[_reasoning_in_content(m) for m in messages], stream=True,
             stream_options={"include_usage": True},
             temperature=0.0 if settings.greedy else settings.temperature,
             top_p=settings.top_p, presence_penalty=settings.presence_penalty,

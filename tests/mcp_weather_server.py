@@ -93,7 +93,7 @@ async def answer(name: str, args: dict[str, Any], test_tools: bool) -> types.Cal
     if name == "get_weather":
         city = args.get("city")
         if city in WEATHER_REPORTS:
-            return _text(f"The weather in {city}: {WEATHER_REPORTS[city]}.")
+            return _text(WEATHER_REPORTS[city])  # verbatim: the tiny models are trained on these results
         return _text(f"no weather for {city}", is_error=True)
     if name == "get_location":
         return _text(USER_CITY)

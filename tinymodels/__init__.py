@@ -19,9 +19,9 @@ from . import gguf as _gguf_module  # noqa: F401  (registers "gguf-f16", "gguf-q
 from . import random_size as _random_size_module  # noqa: F401  (registers "random-0.6b-*", on request only)
 from .cache import build, cache_dir, cache_key, cache_root, model_path
 from .registry import FORMATS, register_format
-from .script import CASES, LEAKED_HISTORY_CASE, SCRIPTED_TEXT, ScriptedCase
+from .script import CASES, LEAKED_HISTORY_CASE, SCRIPTED_TEXT, TOOL_CASES, ScriptedCase
 
 __all__ = [
     "build", "model_path", "cache_root", "cache_dir", "cache_key", "FORMATS", "register_format",
-    "CASES", "LEAKED_HISTORY_CASE", "SCRIPTED_TEXT", "ScriptedCase",
+    "CASES", "LEAKED_HISTORY_CASE", "SCRIPTED_TEXT", "TOOL_CASES", "ScriptedCase",
 ]

@@ -18,7 +18,7 @@ import torch
 from transformers import (AutoModelForCausalLM, GenerationConfig, PretrainedConfig, PreTrainedModel,
                           PreTrainedTokenizerBase, Qwen3Config)
 
-from core.prompt import render_segments, rendered_text
+from core.prompt import Segment, encode_segments, render_segments, rendered_text
 
 from .registry import register_format
 from .script import SCRIPTED_TEXT, TRAINING_CASES, ScriptedCase
@@ -27,6 +27,10 @@ from .tokenizer import save_tokenizer, train_tokenizer
 MIN_MARGIN = 10.0  # required top-1 minus runner-up logit at every target token (bf16)
 TRAIN_MARGIN = 16.0  # hinge target while training: headroom for bf16/fp8/int4 rounding
 MAX_STEPS = 1500
+LEARNING_RATE = 3e-3  # decays linearly to LR_FLOOR x itself over LR_DECAY_STEPS, then stays there
+LR_DECAY_STEPS = 250
+LR_FLOOR = 0.1
+CHECK_EVERY = 10  # steps between bf16 margin checks (the stopping test; a check costs a third of a step)
 SEED = 1234
 
 ProgressFn = Callable[[float, str], None]
@@ -66,27 +70,68 @@ class Row:
     labels: list[int]  # -100 where no loss
 
 
+def _render_fn(tokenizer: PreTrainedTokenizerBase, case: ScriptedCase) -> Callable[[list[dict]], str]:
+    def render(messages: list[dict]) -> str:
+        return tokenizer.apply_chat_template(messages, tools=case.tools, add_generation_prompt=True,
+                                             enable_thinking=case.enable_thinking, tokenize=False)
+
+    return render
+
+
+def prompt_segments(tokenizer: PreTrainedTokenizerBase, case: ScriptedCase) -> list[Segment]:
+    """The prompt as the backends render it: ``core.prompt.render_segments`` on the template."""
+    return render_segments(_render_fn(tokenizer, case), case.messages)
+
+
 def render_prompt(tokenizer: PreTrainedTokenizerBase, case: ScriptedCase) -> str:
     """The prompt exactly as the backends render it at run time (``core.prompt``: the template with
     a slot for each message, each message's content put in as it is). For every scripted case this
     is what the template renders; for the leaked-history contrast case it keeps the earlier turn's
     ``<think>`` block, which the template itself would drop but a backend skipping the history rules
     would send."""
+    return rendered_text(prompt_segments(tokenizer, case))
 
-    def render(messages: list[dict]) -> str:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                             enable_thinking=case.enable_thinking, tokenize=False)
 
-    return rendered_text(render_segments(render, case.messages))
+def prompt_variants(tokenizer: PreTrainedTokenizerBase, case: ScriptedCase) -> list[list[int]]:
+    """The token ids of ``case``'s prompt as it may reach the model, first :func:`render_prompt`'s
+    text tokenized whole (what the tests do).
+
+    Tool cases add the template's own text tokenized whole (``apply_chat_template(..., tools=...)``)
+    and the ids the backends send (``core.prompt.encode_segments``). Today both equal the first
+    (``encode_segments`` tokenizes the whole text unless a message's text holds markup), but where
+    they differ -- a slot changing what the template writes, or a prompt tokenized piece by piece,
+    whose BPE merges stop at the pieces' edges -- the model is trained on every distinct one, so
+    it answers them all alike."""
+    segments = prompt_segments(tokenizer, case)
+    variants = [tokenizer(rendered_text(segments), add_special_tokens=False)["input_ids"]]
+    if case.tools is None and not any(m["role"] == "tool" or m.get("tool_calls") for m in case.messages):
+        return variants
+    reserved = [token.content for token in tokenizer.added_tokens_decoder.values()]
+
+    def template_ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def plain_ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    for ids in (template_ids(_render_fn(tokenizer, case)(case.messages)),
+                encode_segments(segments, template_ids, plain_ids, reserved)):
+        if ids not in variants:
+            variants.append(ids)
+    return variants
 
 
 def training_rows(tokenizer: PreTrainedTokenizerBase) -> list[Row]:
-    """Chat rows (loss on the completion only) plus the memorised plain text."""
+    """Chat rows (loss on the completion only) plus the memorised plain text.
+
+    A case whose prompt reaches the model as several token sequences (:func:`prompt_variants`) has
+    a row for each, the first named after the case, the others ``<name>#<i>``."""
     rows = []
     for case in TRAINING_CASES:
-        prompt = tokenizer(render_prompt(tokenizer, case), add_special_tokens=False)["input_ids"]
         target = tokenizer(case.target, add_special_tokens=False)["input_ids"]
-        rows.append(Row(case.name, prompt + target, [-100] * len(prompt) + target))
+        for i, prompt in enumerate(prompt_variants(tokenizer, case)):
+            name = case.name if i == 0 else f"{case.name}#{i}"
+            rows.append(Row(name, prompt + target, [-100] * len(prompt) + target))
     text = tokenizer(SCRIPTED_TEXT, add_special_tokens=False)["input_ids"]
     rows.append(Row("scripted_text", text, [-100] + text[1:]))
     return rows
@@ -108,30 +153,160 @@ def _margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Target logit minus best other logit, at every position that has a label (next-token)."""
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
     keep = labels != -100
-    lg, tg = logits[keep], labels[keep]
-    target = lg.gather(1, tg[:, None]).squeeze(1)
-    others = lg.scatter(1, tg[:, None], float("-inf"))
+    return _target_margins(logits[keep], labels[keep])
+
+
+def _target_margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per row of ``logits`` (positions x vocab): the target's logit minus the best other one."""
+    target = logits.gather(1, targets[:, None]).squeeze(1)
+    others = logits.scatter(1, targets[:, None], float("-inf"))
     return target - others.max(dim=1).values
+
+
+# Rows are run in groups of similar length (sorted, at most this many padded tokens a group): the
+# tool rows are ten times longer than the others, and one padded batch would cost twice as much.
+GROUP_TOKENS = 4096
+
+
+def _groups(rows: list[Row], budget: int = GROUP_TOKENS) -> list[list[Row]]:
+    groups: list[list[Row]] = []
+    for row in sorted(rows, key=lambda r: len(r.input_ids)):
+        if groups and (len(groups[-1]) + 1) * len(row.input_ids) <= budget:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 @torch.no_grad()
 def row_margins(model: torch.nn.Module, rows: list[Row], pad_id: int) -> dict[str, float]:
     """Minimum teacher-forced margin per row, in the model's current dtype."""
-    ids, labels, mask = _batch(rows, pad_id)
-    logits = model(input_ids=ids, attention_mask=mask).logits
     out = {}
-    for i, r in enumerate(rows):
-        out[r.name] = float(_margins(logits[i : i + 1], labels[i : i + 1]).min())
+    for group in _groups(rows):
+        ids, labels, mask = _batch(group, pad_id)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        for i, r in enumerate(group):
+            out[r.name] = float(_margins(logits[i : i + 1], labels[i : i + 1]).min())
+    return {r.name: out[r.name] for r in rows}
+
+
+# Training packs the rows into prefix trees: the tool rows repeat long prefixes (the tools' system
+# turn, the loop's history), so every distinct prefix is computed once. A pack is one sequence of
+# trie nodes (each token position of its rows once), each node attending to its ancestors only, at
+# its depth as position: the same logits as the rows one by one, a third of the tokens.
+PACK_NODES = 1024  # most nodes in one pack (attention costs nodes^2 per pack; 1024 was fastest here)
+
+
+@dataclass
+class Pack:
+    ids: torch.Tensor  # (1, nodes)
+    positions: torch.Tensor  # (1, nodes): depth in the trie
+    mask: torch.Tensor  # (1, 1, nodes, nodes) bool: node i sees its ancestors and itself
+    sources: torch.Tensor  # (scripted,) the node whose logits predict each scripted token
+    targets: torch.Tensor  # (scripted,) the scripted token
+    weights: torch.Tensor  # (scripted,) how many rows script this (node, token)
+    rows: dict[str, torch.Tensor]  # row name -> its scripted tokens' indices in sources/targets
+
+
+def _pack_rows(rows: list[Row], budget: int = PACK_NODES) -> list[Pack]:
+    """Pack ``rows`` (in order) into prefix trees of at most ``budget`` nodes (a longer row gets one alone)."""
+    packs: list[list[Row]] = [[]]
+    children: dict[tuple[int, int], int] = {}
+    size = 0
+    for row in rows:
+        parent, new = -1, 0  # the nodes this row would add to the current pack
+        for depth, token in enumerate(row.input_ids):
+            parent = children.get((parent, token))
+            if parent is None:
+                new = len(row.input_ids) - depth
+                break
+        if packs[-1] and size + new > budget:
+            packs.append([])
+            children, size = {}, 0
+        parent = -1
+        for token in row.input_ids:
+            child = children.get((parent, token))
+            if child is None:
+                child = children[(parent, token)] = size
+                size += 1
+            parent = child
+        packs[-1].append(row)
+    return [_pack(group) for group in packs]
+
+
+def _pack(rows: list[Row]) -> Pack:
+    children: dict[tuple[int, int], int] = {}
+    tokens: list[int] = []
+    parents: list[int] = []
+    entries: dict[tuple[int, int], int] = {}
+    weights: list[int] = []
+    row_entries: dict[str, list[int]] = {}
+    for row in rows:
+        path, parent = [], -1
+        for token in row.input_ids:
+            node = children.get((parent, token))
+            if node is None:
+                node = children[(parent, token)] = len(tokens)
+                tokens.append(token)
+                parents.append(parent)
+            path.append(node)
+            parent = node
+        mine = []
+        for t in range(1, len(row.input_ids)):
+            if row.labels[t] == -100:
+                continue
+            key = (path[t - 1], row.labels[t])
+            if key not in entries:
+                entries[key] = len(weights)
+                weights.append(0)
+            weights[entries[key]] += 1
+            mine.append(entries[key])
+        row_entries[row.name] = mine
+    n = len(tokens)
+    mask = torch.zeros((n, n), dtype=torch.bool)
+    depth = [0] * n
+    for i, parent in enumerate(parents):
+        if parent >= 0:
+            mask[i] = mask[parent]
+            depth[i] = depth[parent] + 1
+        mask[i, i] = True
+    keys = list(entries)
+    return Pack(
+        ids=torch.tensor([tokens]), positions=torch.tensor([depth]), mask=mask[None, None],
+        sources=torch.tensor([k[0] for k in keys]), targets=torch.tensor([k[1] for k in keys]),
+        weights=torch.tensor(weights, dtype=torch.float32),
+        rows={name: torch.tensor(ix, dtype=torch.long) for name, ix in row_entries.items()},
+    )
+
+
+def _pack_logits(model: PreTrainedModel, pack: Pack) -> torch.Tensor:
+    """Logits (float32) at the pack's scripted positions only: the LM head skips the prompts."""
+    hidden = model.get_decoder()(input_ids=pack.ids, attention_mask=pack.mask,
+                                 position_ids=pack.positions).last_hidden_state[0]
+    return model.get_output_embeddings()(hidden[pack.sources]).float()
+
+
+@torch.no_grad()
+def _packed_row_margins(model: PreTrainedModel, packs: list[Pack]) -> dict[str, float]:
+    out = {}
+    for pack in packs:
+        margins = _target_margins(_pack_logits(model, pack), pack.targets)
+        out.update({name: float(margins[ix].min()) for name, ix in pack.rows.items()})
     return out
 
 
 def train(
-    tokenizer: PreTrainedTokenizerBase, progress: Optional[ProgressFn] = None, make_config: ConfigFn = model_config
+    tokenizer: PreTrainedTokenizerBase, progress: Optional[ProgressFn] = None, make_config: ConfigFn = model_config,
+    min_steps: int = 0,
 ) -> tuple[PreTrainedModel, dict]:
     """Train in float32 until every target token has margin >= MIN_MARGIN in bf16.
 
     ``make_config`` picks the architecture (dense Qwen3 by default; ``tinymodels.moe`` passes a
-    Qwen3-MoE config): the model class comes from the config.
+    Qwen3-MoE config): the model class comes from the config.  The loss is cross-entropy plus a
+    hinge on the margin, both averaged over every scripted token of every row (computed on the
+    packed prefix trees, gradients accumulated over the packs).  Training stops when the packed
+    bf16 check passes (not before ``min_steps``); the final margins are checked on the rows one by
+    one (:func:`row_margins`).
     """
     torch.manual_seed(SEED)
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -139,39 +314,48 @@ def train(
     config = make_config(len(tokenizer), eos_id, pad_id)
     model = AutoModelForCausalLM.from_config(config).float()
     rows = training_rows(tokenizer)
-    ids, labels, mask = _batch(rows, pad_id)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0, betas=(0.9, 0.98))
+    packs = _pack_rows(rows)
+    n_targets = float(sum(pack.weights.sum() for pack in packs))
+    opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0, betas=(0.9, 0.98))
+    # A decaying rate: with a constant one the MoE's routing keeps flipping scripted tokens late on.
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(LR_FLOOR, 1.0 - s / LR_DECAY_STEPS))
     t0 = time.monotonic()
     step = 0
     min_bf16 = float("-inf")
     model.train()
     while step < MAX_STEPS:
         step += 1
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        ce = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-        )
-        hinge = torch.relu(TRAIN_MARGIN - _margins(logits, labels)).mean()
-        loss = ce + hinge
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for pack in packs:
+            logits = _pack_logits(model, pack)
+            ce = torch.nn.functional.cross_entropy(logits, pack.targets, reduction="none")
+            hinge = torch.relu(TRAIN_MARGIN - _target_margins(logits, pack.targets))
+            loss = ((ce + hinge) * pack.weights).sum() / n_targets
+            loss.backward()
+            total += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % 25 == 0:
+        schedule.step()
+        if step % CHECK_EVERY == 0:
             model.eval()
             with torch.no_grad():
                 bf16 = type(model)(config)
                 bf16.load_state_dict(model.state_dict())
                 bf16 = bf16.to(torch.bfloat16)
-                per_row = row_margins(bf16, rows, pad_id)
+                min_bf16 = min(_packed_row_margins(bf16, packs).values())
             model.train()
-            min_bf16 = min(per_row.values())
             if progress:
-                progress(min(0.95, max(0.0, min_bf16) / TRAIN_MARGIN), f"step {step}: loss {loss.item():.4f}, "
+                progress(min(0.95, max(0.0, min_bf16) / TRAIN_MARGIN), f"step {step}: loss {total:.4f}, "
                          f"min bf16 margin {min_bf16:.2f}")
-            if min_bf16 >= TRAIN_MARGIN * 0.8:
+            if min_bf16 >= TRAIN_MARGIN * 0.8 and step >= min_steps:
                 break
     model.eval()
+    with torch.no_grad():
+        bf16 = type(model)(config)
+        bf16.load_state_dict(model.state_dict())
+        per_row = row_margins(bf16.to(torch.bfloat16), rows, pad_id)
+    min_bf16 = min(per_row.values())
     if min_bf16 < MIN_MARGIN:
         raise RuntimeError(f"tiny model did not reach margin {MIN_MARGIN} in {step} steps ({min_bf16:.2f})")
     info = {"steps": step, "train_seconds": round(time.monotonic() - t0, 2), "min_margin_bf16": round(min_bf16, 3),
@@ -192,13 +376,14 @@ def generation_config(eos_id: int, pad_id: int) -> GenerationConfig:
 BUILD_THREADS = 2
 
 
-def write_trained(dst: Path, make_config: ConfigFn = model_config, progress: Optional[ProgressFn] = None) -> None:
+def write_trained(dst: Path, make_config: ConfigFn = model_config, progress: Optional[ProgressFn] = None,
+                  min_steps: int = 0) -> None:
     """Train a tiny model of ``make_config``'s architecture on the script; save it in bf16 with tokenizer."""
     threads = torch.get_num_threads()
     torch.set_num_threads(BUILD_THREADS)
     try:
         tokenizer = train_tokenizer()
-        model, info = train(tokenizer, progress, make_config)
+        model, info = train(tokenizer, progress, make_config, min_steps)
     finally:
         torch.set_num_threads(threads)
     model = model.to(torch.bfloat16)

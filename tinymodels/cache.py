@@ -1,7 +1,8 @@
 """On-disk cache of the tiny models, keyed by the builder's own source code.
 
 Layout: ``<cache_root>/<key>/<format>/``.  The key hashes the tinymodels sources, the chat
-template and the torch/transformers major versions, so a change to the builder rebuilds and
+template, ``core/prompt.py`` (the models are trained on prompts split as the backends split them)
+and the torch/transformers major versions, so a change to the builder rebuilds and
 nothing else does.  Each format is written into a temp folder and renamed into place under a file
 lock, so parallel test processes build once and never see half-written folders.
 """
@@ -28,6 +29,7 @@ ProgressFn = Callable[[float, str], None]
 
 _PKG_DIR = Path(__file__).resolve().parent
 _TEMPLATE_FILE = _PKG_DIR.parent / "core" / "qwen3_template.py"
+_PROMPT_FILE = _PKG_DIR.parent / "core" / "prompt.py"  # how backends split prompts: trained on too
 DEFAULT_FORMATS = ("bf16", "fp8")
 LOCK_TIMEOUT_S = 900
 
@@ -41,7 +43,7 @@ def cache_root() -> Path:
 
 def _key_inputs() -> list[Path]:
     files = sorted(p for p in _PKG_DIR.rglob("*.py") if "__pycache__" not in p.parts)
-    return files + [_TEMPLATE_FILE]
+    return files + [_TEMPLATE_FILE, _PROMPT_FILE]
 
 
 def cache_key() -> str:

@@ -156,25 +156,23 @@ def quantize_with_llama_cpp(src: Path, dst: Path, ftype_name: str) -> None:
 
 
 def verify_script(path: Path) -> dict[str, int]:
-    """Greedy-decode every scripted case with llama.cpp; raise if any deviates.
+    """Greedy-decode every scripted case (tool cases included) with llama.cpp; raise if any deviates.
 
     Returns the number of generated tokens per case (for the build info).
     """
-    import jinja2
     import llama_cpp
 
-    from .script import CASES
+    from .script import CASES, TOOL_CASES
+    from .tokenizer import render_chat
 
-    template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(QWEN3_CHAT_TEMPLATE)
     llm = llama_cpp.Llama(str(path), n_ctx=1024, n_threads=1, n_threads_batch=1, n_batch=512,
                           verbose=False, seed=0)
     try:
         counts = {}
-        for case in CASES:
-            prompt = template.render(messages=case.messages, add_generation_prompt=True,
-                                     enable_thinking=case.enable_thinking)
+        for case in [*CASES, *TOOL_CASES]:
+            prompt = render_chat(case.messages, case.enable_thinking, case.tools)
             ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-            limit = 64 if case.ends else 40
+            limit = 128 if case.ends else 40
             out: list[int] = []
             for token in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
                 if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):

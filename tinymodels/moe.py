@@ -12,12 +12,15 @@ from typing import Optional
 
 from transformers import Qwen3MoeConfig
 
-from .build import ProgressFn, model_config, write_trained
+from .build import LR_DECAY_STEPS, ProgressFn, model_config, write_trained
 from .registry import register_format
 
 NUM_EXPERTS = 4
 NUM_EXPERTS_PER_TOK = 2
 MOE_INTERMEDIATE_SIZE = 128  # one GPTQ group (128) along down_proj's input
+# Training goes on until the learning rate has decayed: stopped earlier, at a moment the margins
+# happen to pass while the routing still shifts, the int4 twin sends some token to other experts.
+MIN_TRAIN_STEPS = LR_DECAY_STEPS
 
 
 def moe_config(vocab_size: int, eos_id: int, pad_id: int) -> Qwen3MoeConfig:
@@ -42,4 +45,4 @@ def moe_config(vocab_size: int, eos_id: int, pad_id: int) -> Qwen3MoeConfig:
 @register_format("moe-bf16")
 def write_moe_bf16(src: Path | None, dst: Path, progress: Optional[ProgressFn] = None) -> None:
     """Train the tiny Qwen3-MoE model (4 experts, 2 active) and save it in bf16 with tokenizer."""
-    write_trained(dst, moe_config, progress)
+    write_trained(dst, moe_config, progress, MIN_TRAIN_STEPS)

@@ -2,12 +2,14 @@
 
 Same pipeline as Qwen2/Qwen3 (minus the NFC normalizer): Split on Qwen2's regex (isolated), then
 ByteLevel without prefix space or regex, ByteLevel decoder.  The BPE vocabulary comes first, the
-added tokens after it (as in Qwen): ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` are special,
-``<think>`` / ``</think>`` are NOT special, so ``decode(skip_special_tokens=True)`` keeps them.
+added tokens after it (as in Qwen): ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` are special;
+``<tool_call>`` / ``</tool_call>``, ``<tool_response>`` / ``</tool_response>`` and ``<think>`` /
+``</think>`` (in Qwen3's order) are NOT special, so ``decode(skip_special_tokens=True)`` keeps them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,14 +19,15 @@ from transformers import PreTrainedTokenizerFast
 
 from core.qwen3_template import QWEN3_CHAT_TEMPLATE
 
-from .script import SCRIPTED_TEXT, TRAINING_CASES
+from .script import ENDLESS_TRAIN_REPEATS, ENDLESS_UNIT, SCRIPTED_TEXT, TRAINING_CASES
 
 QWEN2_PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
     r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-NON_SPECIAL_ADDED_TOKENS = ["<think>", "</think>"]
+NON_SPECIAL_ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+                            "<think>", "</think>"]
 VOCAB_SIZE = 512  # BPE part (256 bytes + merges); the trainer stops earlier if pairs run out
 
 # A little generic text so that ordinary prompts are not all single bytes.
@@ -36,18 +39,28 @@ _GENERIC_TEXT = (
 )
 
 
-def _render(messages: list[dict], enable_thinking: bool) -> str:
+def _tojson(value: object) -> str:
+    """transformers' (and llama-cpp-python's) ``tojson``: keys in order, non-ASCII as is."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_chat(messages: list[dict], enable_thinking: bool, tools: list[dict] | None = None) -> str:
+    """The project's chat template rendered with plain Jinja2 (as transformers renders it)."""
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = _tojson
     return env.from_string(QWEN3_CHAT_TEMPLATE).render(
-        messages=messages, add_generation_prompt=True, enable_thinking=enable_thinking
+        messages=messages, add_generation_prompt=True, enable_thinking=enable_thinking, tools=tools
     )
 
 
 def training_corpus() -> list[str]:
     """Texts the BPE is trained on, with the added tokens cut out (they never get merged)."""
     cut = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS + NON_SPECIAL_ADDED_TOKENS))
-    texts = [_render(c.messages, c.enable_thinking) + c.target for c in TRAINING_CASES]
+    texts = [render_chat(c.messages, c.enable_thinking, c.tools) + c.target for c in TRAINING_CASES]
     texts += [SCRIPTED_TEXT, _GENERIC_TEXT]
+    # The endless reply's first unit has no leading space ("la la la ..."): as frequent as the
+    # others, so that it is one token too (the Stop tests count one unit per token).
+    texts += [ENDLESS_UNIT.strip()] * ENDLESS_TRAIN_REPEATS
     return [piece for text in texts for piece in cut.split(text) if piece]
 
 

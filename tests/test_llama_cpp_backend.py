@@ -91,7 +91,7 @@ def test_gguf_metadata(gguf_paths):
         assert meta["tokenizer.chat_template"] == QWEN3_CHAT_TEMPLATE
         assert meta["qwen3.context_length"] == GGUF_CONTEXT_LENGTH == 40960
         assert meta["tokenizer.ggml.add_bos_token"] is False
-        assert header.array_lengths["tokenizer.ggml.tokens"] == 517
+        assert header.array_lengths["tokenizer.ggml.tokens"] == 521  # BPE + 9 added (3 special, think/tool tags)
         expected = {"gguf-f16": "F16", "gguf-q8_0": "Q8_0", "gguf-q4_k_m": "Q4_K_M"}[fmt]
         assert file_type_name(meta["general.file_type"]) == expected
     reader = gguf.GGUFReader(str(gguf_paths["gguf-q8_0"]))

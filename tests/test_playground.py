@@ -18,6 +18,7 @@ from core.catalog import ModelSpec
 from core.errors import InvalidSettings, PromptError
 from core.events import GenerationStats, RawDelta
 from core.request import ChatRequest, LoadOptions
+from fakes import FakeBackend
 from core.settings import SCHEMA, GenerationSettings
 from playground import ModelReady, Playground
 from tinymodels.script import ADD_ANSWER, ADD_Q, ADD_REASONING, FRUIT_ANSWER, FRUIT_Q, case
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ANOTHER = case("multi_turn")  # "Name a fruit." -> "Apple.", then "Another one?" -> "Banana."
 
 
-class Recorder(Backend):
+class Recorder(FakeBackend):
     """Counts loads and remembers the request it was asked to answer."""
 
     name = "recorder"
@@ -34,13 +35,7 @@ class Recorder(Backend):
 
     def load(self, spec, options=LoadOptions(), progress=None):
         Recorder.loads += 1
-        self.spec, self.options = spec, options
-
-    def describe(self):
-        return ModelInfo("recorder", self.spec.name, self.spec.source, "bf16", None, "bf16", "cpu", 0, 32768, None)
-
-    def unload(self):
-        self.spec = None
+        super().load(spec, options, progress)
 
     def _generate(self, messages, settings, thinking, stop, tools=None):
         self.seen = (messages, settings, thinking)

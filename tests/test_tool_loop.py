@@ -9,13 +9,12 @@ import threading
 
 import pytest
 
-from backends.base import Backend, ModelInfo
 from backends.pool import ModelPool
 from core.catalog import ModelSpec
 from core.chat import model_messages
 from core.errors import PlaygroundError
 from core.events import AnswerDelta, GenerationStats, RawDelta
-from core.request import LoadOptions
+from fakes import FakeBackend
 from core.tools import RoundLimitReached, RoundStarted, ToolCall, ToolCallStarted, ToolResult
 from playground import Playground
 from playground.tools.toolbox import FunctionTools, Toolbox
@@ -29,7 +28,7 @@ def block(name: str, arguments: dict | str) -> str:
     return f'<tool_call>\n{{"name": "{name}", "arguments": {args}}}\n</tool_call>'
 
 
-class Scripted(Backend):
+class Scripted(FakeBackend):
     """Answers each generation with the next scripted text; remembers what it was sent."""
 
     name = "scripted"
@@ -38,15 +37,6 @@ class Scripted(Backend):
         super().__init__()
         self.replies = list(replies)
         self.seen: list[tuple[list[dict], list[dict] | None]] = []
-
-    def load(self, spec, options=LoadOptions(), progress=None):
-        self.spec, self.options = spec, options
-
-    def describe(self):
-        return ModelInfo("scripted", self.spec.name, self.spec.source, "bf16", None, "bf16", "cpu", 0, 32768, None)
-
-    def unload(self):
-        self.spec = None
 
     def _generate(self, messages, settings, thinking, stop, tools=None):
         self.seen.append((messages, tools))

@@ -40,6 +40,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_file(path: Path, timeout: float = 20.0) -> None:
+    """Wait until another process has written ``path`` (non-empty): a marker that it got there.
+    A bounded poll: no event crosses the process boundary."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_bytes():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
 def launch_in_process(demo: Any, concurrency: int = 4) -> str:
     """Serve ``demo`` (a gr.Blocks) on 127.0.0.1:<free port> without blocking; return its URL."""
     port = free_port()

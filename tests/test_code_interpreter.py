@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for_file
+
 from core.tools import ToolFailure, ToolSource
 from playground.tools.code_interpreter import CodeInterpreter
 
@@ -38,13 +40,6 @@ def all_gone(pids_file: Path, timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-def wait_for_file(path: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or not path.read_text():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
 
 
 # Writes the PIDs of the code's process and of a child it starts (same process group) to PIDS.

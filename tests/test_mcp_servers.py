@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for_file
+
 from core.tools import ToolFailure, ToolSource
 from mcp_weather_server import PNG_1X1, load_script
 from playground.tools.mcp_servers import (McpConfigError, McpServers, McpServerError, ServerConfig,
@@ -49,13 +51,6 @@ def descendants() -> set[int]:
             found |= frontier
         return found
     return {child.pid for child in psutil.Process().children(recursive=True)}
-
-
-def wait_for_file(path: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,9 @@ from core.tools import DEFAULT_MAX_ROUNDS, DEFAULT_TOOL_TIMEOUT_S, ToolSource
 from playground.models import materialise
 from playground.tools.code_interpreter import CodeInterpreter
 from playground.tools.loop import run_tool_loop
-from playground.tools.mcp_servers import ServerConfig
+from playground.tools.mcp_servers import ServerConfig, parse_mcp_config
 from playground.tools.sources import ToolSources
+from playground.tools.selection import ToolSelection
 from playground.tools.toolbox import Toolbox
 from playground.startup import TINY_MODEL, StartModel, Warmup, choose_start_model, tiny_start
 from playground.zerogpu import gpu
@@ -212,6 +213,17 @@ class Playground:
         if code_interpreter:
             sources.append(CodeInterpreter())
         return Toolbox(sources, enabled=enabled, max_rounds=max_rounds, timeout_s=timeout_s) if sources else None
+
+    def toolbox_for(self, selection: ToolSelection | Any, visitor: str | None = None) -> Toolbox | None:
+        """The toolbox of a chat's :class:`ToolSelection` (a UI panel's, an API call's; raw JSON
+        data is parsed strictly), under the configuration's rules. ``visitor``: an anonymous id
+        of who asks (hosted mode's per-visitor limits and log). None: no tools."""
+        selection = ToolSelection.from_value(selection)
+        if selection.empty:
+            return None
+        mcp = parse_mcp_config(selection.mcp_config) if selection.mcp_config.strip() else None
+        return self.toolbox(mcp=mcp, code_interpreter=selection.code_interpreter, enabled=selection.enabled,
+                            max_rounds=selection.max_rounds)
 
     def close(self) -> None:
         """Stop what the playground started besides models (MCP servers)."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.errors import PromptError
-from core.messages import content_text, goes_to_model
+from core.messages import content_text, goes_to_model, unfold_tool_records
 from core.reasoning import THINK_CLOSE, THINK_OPEN
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -67,13 +67,14 @@ def model_messages(history: Sequence[Mapping[str, Any]], system_prompt: str | No
 
     - assistant turns before the last user message keep their answer (and tool calls) only;
       those after it (the current tool loop) keep their reasoning as ``reasoning_content``;
-    - ``tool`` messages carry results back, after an assistant turn with ``tool_calls``;
+    - ``tool`` messages carry results back, after an assistant turn with ``tool_calls`` (the
+      playground's own tool-result messages are unfolded into both, ``core.messages``);
     - ``/think`` and ``/no_think`` are left exactly as typed (the model reads them);
     - an optional system prompt goes first unless the history already starts with one;
     - the conversation ends with a non-empty user message, or with tool results.
     """
     kept: list[tuple[int, Mapping[str, Any]]] = []
-    for i, message in enumerate(history):
+    for i, message in enumerate(unfold_tool_records(history)):
         if not isinstance(message, Mapping):
             raise PromptError(f"message {i} is not an object with 'role' and 'content'")
         if not goes_to_model(message):

@@ -22,9 +22,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.chat import ROLES, content_text
+from core.chat import ROLES, content_text, tool_calls_of
 from core.errors import PlaygroundError, PromptError
-from core.messages import KINDS, kind_of, message_id, new_reply_id
+from core.messages import KINDS, kind_of, message_id, new_reply_id, record_of
 
 FORMAT = "qwen3-playground-chat"
 VERSION = 2
@@ -62,6 +62,12 @@ def _metadata(raw: Any, where: str) -> dict[str, Any] | None:
         if not isinstance(title, str):
             raise ChatFileError(f"{where}: metadata.title must be text")
         out["title"] = title
+    for key in ("parent_id", "log"):
+        value = raw.get(key)
+        if value not in (None, ""):
+            if not isinstance(value, str):
+                raise ChatFileError(f"{where}: metadata.{key} must be text")
+            out[key] = value
     status = raw.get("status")
     if status not in (None, ""):
         if status not in _STATUSES:
@@ -73,6 +79,23 @@ def _metadata(raw: Any, where: str) -> dict[str, Any] | None:
             raise ChatFileError(f"{where}: metadata.duration must be a number")
         out["duration"] = duration
     return out or None
+
+
+def _openai_fields(message: Any, where: str) -> dict[str, Any]:
+    """An OpenAI-style history's tool fields (``tool_calls``, ``tool_call_id``), checked."""
+    out: dict[str, Any] = {}
+    calls = _field(message, "tool_calls")
+    if calls is not None:
+        try:
+            out["tool_calls"] = tool_calls_of({"tool_calls": calls}, 0)
+        except (PromptError, AttributeError):
+            raise ChatFileError(f"{where}: tool_calls must be a list of OpenAI tool calls") from None
+    call_id = _field(message, "tool_call_id")
+    if call_id is not None:
+        if not isinstance(call_id, str):
+            raise ChatFileError(f"{where}: tool_call_id must be text")
+        out["tool_call_id"] = call_id
+    return out
 
 
 def _legacy_kind(title: str) -> str:
@@ -105,6 +128,7 @@ def normalise(messages: Sequence[Any]) -> list[dict[str, Any]]:
         except PromptError:
             raise ChatFileError(f"{where}: content must be text") from None
         item: dict[str, Any] = {"role": role, "content": text}
+        item.update(_openai_fields(message, where))
         metadata = _metadata(_field(message, "metadata"), where)
         if role == "user":
             reply_id = new_reply_id()
@@ -113,8 +137,13 @@ def normalise(messages: Sequence[Any]) -> list[dict[str, Any]]:
         if metadata:
             if metadata.get("status") == "pending":
                 metadata["status"] = "done"
-                metadata["title"] = "Thought (interrupted)"
+                metadata["title"] = "Thought (interrupted)" if kind_of(item | {"metadata": metadata}) == "reasoning" \
+                    else f"{metadata.get('title') or 'Tool call'} (interrupted)"
             item["metadata"] = metadata
+            try:
+                record_of(item)
+            except PromptError as exc:
+                raise ChatFileError(f"{where}: {exc}") from None
         out.append(item)
     return out
 
@@ -152,6 +181,10 @@ def to_markdown(history: Sequence[Any], model: str | None = None) -> str:
             lines += [f"**Assistant** · *{title}*", "", _quote(text), ""]
         elif kind == "answer":
             lines += ["**Assistant**", "", text, ""]
+        elif kind == "tool_call":
+            lines += [f"**Tool call** · *{title}*", "", text, ""]
+        elif kind == "tool_result":
+            lines += [f"*{title}*", "", _quote(record_of(message)["result"]), ""]
         else:
             lines += [f"*{title}*" + (f"  \n{text}" if text else ""), ""]
     payload = base64.b64encode(json.dumps(data, ensure_ascii=False).encode("utf-8")).decode("ascii")

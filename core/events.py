@@ -5,8 +5,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Union
 
-from core.tools import (AnyCall, ReasoningCut, RoundLimitReached, RoundStarted, ToolCall, ToolCallError, ToolCallStarted, ToolResult,
-                        tool_message)
+from core.tools import (AnyCall, ApprovalRequested, ReasoningCut, RoundLimitReached, RoundStarted, ToolCall,
+                        ToolCallError, ToolCallStarted, ToolResult, tool_message)
 
 ProgressFn = Callable[[float, str], None]  # progress(fraction 0..1, message) of a load or download
 
@@ -59,7 +59,7 @@ class Perplexity:
 
 # what a backend's stream_chat yields; the tool events appear only when the request offers tools
 ChatEvent = Union[ReasoningDelta, AnswerDelta, GenerationStats, ToolCall, ToolCallError, ReasoningCut,
-                  ToolCallStarted, ToolResult, RoundStarted, RoundLimitReached]
+                  ApprovalRequested, ToolCallStarted, ToolResult, RoundStarted, RoundLimitReached]
 BackendItem = Union[RawDelta, ReasoningDelta, AnswerDelta, GenerationStats, ToolCall, ToolCallError]
 
 

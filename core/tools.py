@@ -139,7 +139,7 @@ class Toolbox(Protocol):
 
 
 ErrorKind = Literal["invalid_call", "unknown_tool", "bad_arguments", "tool_error", "timeout", "cancelled",
-                    "declined"]
+                    "declined", "rate_limited"]
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,16 @@ class ToolResult:
 @dataclass(frozen=True)
 class ToolCallStarted:
     """A call the loop is about to run (shown as pending until its :class:`ToolResult`)."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    round: int
+
+
+@dataclass(frozen=True)
+class ApprovalRequested:
+    """The loop waits for the user to run or skip this call ("ask before each call")."""
 
     call_id: str
     name: str

@@ -4,6 +4,10 @@ Each round the model writes a turn; if it called tools, the toolbox runs them in
 (with its reasoning, which Qwen3's template keeps inside a tool loop) and one ``tool`` message per
 call are appended to the conversation, and the model goes on. It ends with a turn without calls,
 at Stop (also while a tool runs), or when the model still calls tools after the round limit.
+
+With ``approve`` (the UI's "ask before each call"), each call waits for it: the loop yields
+:class:`ApprovalRequested`, then calls ``approve``, which blocks until the user runs or skips the
+call; a skipped call returns "declined" to the model.
 """
 from __future__ import annotations
 
@@ -12,13 +16,16 @@ from collections.abc import Callable, Iterator
 
 from core.events import ChatEvent, Reply
 from core.request import ChatRequest
-from core.tools import RoundLimitReached, RoundStarted, ToolCall, ToolCallStarted, tool_message
+from core.tools import (ApprovalRequested, RoundLimitReached, RoundStarted, ToolCall, ToolCallStarted, ToolResult,
+                        tool_message)
 
 Generate = Callable[[ChatRequest], Iterator[ChatEvent]]
+Approve = Callable[[ToolCall], bool]  # True: run the call; False: skip it (or Stop was pressed)
+DECLINED = "The user declined to run this tool call."
 
 
-def run_tool_loop(generate: Generate, request: ChatRequest,
-                  stop: threading.Event | None = None) -> Iterator[ChatEvent]:
+def run_tool_loop(generate: Generate, request: ChatRequest, stop: threading.Event | None = None,
+                  approve: Approve | None = None) -> Iterator[ChatEvent]:
     """The events of every round (see the module docstring); ``request.toolbox`` runs the calls."""
     toolbox = request.toolbox
     assert toolbox is not None, "run_tool_loop needs a request with tools"
@@ -39,6 +46,18 @@ def run_tool_loop(generate: Generate, request: ChatRequest,
             return
         results = []
         for call in turn.calls:
+            if isinstance(call, ToolCall) and approve is not None:
+                yield ApprovalRequested(call.id, call.name, call.arguments, round)
+                if not approve(call):
+                    stopped = stop is not None and stop.is_set()
+                    result = ToolResult(call.id, call.name, call.arguments,
+                                        f"Error: {call.name} was stopped by the user" if stopped else DECLINED,
+                                        "cancelled" if stopped else "declined", round=round)
+                    results.append(result)
+                    yield result
+                    if stopped:
+                        return
+                    continue
             if isinstance(call, ToolCall):
                 yield ToolCallStarted(call.id, call.name, call.arguments, round)
             result = toolbox.run(call, round, stop)

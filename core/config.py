@@ -3,27 +3,73 @@
 Hosted mode (on by default on Hugging Face Spaces, ``--hosted`` elsewhere) serves strangers:
 - only catalog models load (no local paths, no arbitrary repo ids unless the host lists them);
 - remote servers' URLs are fixed by the host and API keys come from the environment;
-- messages are limited in size before any compute.
+- messages are limited in size before any compute;
+- tools are the host's only (``QWEN3_PLAYGROUND_MCP_CONFIG``'s servers, narrowed by
+  ``QWEN3_PLAYGROUND_TOOLS``), rate-limited per visitor; visitors never add servers or run code.
 ``trust_remote_code`` is never enabled by any backend, hosted or not.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.catalog import ModelSpec, load_catalog, resolve_model
-from core.errors import InvalidSettings, ModelNotFound, PromptError
+from core.errors import InvalidSettings, ModelNotFound, PlaygroundError, PromptError
+from core.tools import DEFAULT_MAX_ROUNDS, MAX_ROUNDS_LIMIT
 
 ENV_PREFIX = "QWEN3_PLAYGROUND_"
 CONVERSATION_FACTOR = 10  # a conversation may hold up to 10 messages' worth of text
+DEFAULT_TOOL_CALLS_PER_MINUTE = 20
 
 
 def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _strict_flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(ENV_PREFIX + name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidSettings(f"{ENV_PREFIX}{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 1, high: int | None = None) -> int:
+    """``QWEN3_PLAYGROUND_<name>`` as a whole number in [low, high]; the error names the variable."""
+    raw = (env.get(ENV_PREFIX + name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidSettings(f"{ENV_PREFIX}{name} must be a whole number, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise InvalidSettings(f"{ENV_PREFIX}{name} must be {bounds}, got {value}")
+    return value
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n.strip() for n in (value or "").split(",") if n.strip()))
+
+
+def _host_servers(path: str | None) -> dict[str, Any]:
+    """The host's MCP servers, parsed once at start (a bad file stops start-up, naming the variable)."""
+    if not path or not path.strip():
+        return {}
+    # Imported here: core stays free of playground imports at module load (this one is light; the
+    # mcp SDK itself loads only when a server starts).
+    from playground.tools.mcp_servers import load_mcp_config
+
+    try:
+        return load_mcp_config(path.strip())
+    except PlaygroundError as exc:
+        raise InvalidSettings(f"{ENV_PREFIX}MCP_CONFIG: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -35,27 +81,38 @@ class AppConfig:
     allowed_models: tuple[str, ...] = ()  # hosted mode: repo ids allowed beyond the catalog
     remote_base_url: str | None = None  # hosted mode: the only server the remote backend may use
     remote_api_key_env: str = "OPENAI_API_KEY"
+    # The host's tools (hosted mode: the only ones; elsewhere: on top of a user's own): server name ->
+    # playground.tools.mcp_servers.ServerConfig. Not in the repr: a server's env may hold secrets.
+    tool_servers: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
+    allowed_tools: tuple[str, ...] = ()  # tool names visitors may use (empty: every tool of tool_servers)
+    tool_calls_per_minute: int = DEFAULT_TOOL_CALLS_PER_MINUTE  # per visitor, hosted mode
+    max_tool_rounds: int = DEFAULT_MAX_ROUNDS  # hosted mode: a selection's max_rounds is capped at this
+    code_interpreter: bool = False  # the host's code interpreter (never in hosted mode)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> AppConfig:
         """Read ``QWEN3_PLAYGROUND_*`` variables; a Space (``SPACE_ID`` set) is hosted by default."""
         env = os.environ if env is None else env
         get = lambda name: env.get(ENV_PREFIX + name)  # noqa: E731
-        try:
-            config = cls(
-                hosted=_flag(get("HOSTED"), default=bool(env.get("SPACE_ID"))),
-                default_model=get("MODEL") or None,
-                max_models=int(get("MAX_MODELS") or 1),
-                max_message_chars=int(get("MAX_MESSAGE_CHARS") or (20_000 if env.get("SPACE_ID") else 100_000)),
-                allowed_models=tuple(m.strip() for m in (get("ALLOWED_MODELS") or "").split(",") if m.strip()),
-                remote_base_url=get("REMOTE_URL") or None,
-                remote_api_key_env=get("REMOTE_KEY_ENV") or "OPENAI_API_KEY",
-            )
-        except ValueError as exc:
-            raise InvalidSettings(f"bad {ENV_PREFIX}* environment variable: {exc}") from None
+        config = cls(
+            hosted=_flag(get("HOSTED"), default=bool(env.get("SPACE_ID"))),
+            default_model=get("MODEL") or None,
+            max_models=_int(env, "MAX_MODELS", 1),
+            max_message_chars=_int(env, "MAX_MESSAGE_CHARS", 20_000 if env.get("SPACE_ID") else 100_000),
+            allowed_models=_names(get("ALLOWED_MODELS")),
+            remote_base_url=get("REMOTE_URL") or None,
+            remote_api_key_env=get("REMOTE_KEY_ENV") or "OPENAI_API_KEY",
+            tool_servers=_host_servers(get("MCP_CONFIG")),
+            allowed_tools=_names(get("TOOLS")),
+            tool_calls_per_minute=_int(env, "TOOL_CALLS_PER_MINUTE", DEFAULT_TOOL_CALLS_PER_MINUTE),
+            max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", DEFAULT_MAX_ROUNDS, high=MAX_ROUNDS_LIMIT),
+            code_interpreter=_strict_flag(env, "CODE_INTERPRETER"),
+        )
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         if config.max_models < 1:
             raise InvalidSettings("QWEN3_PLAYGROUND_MAX_MODELS must be at least 1")
+        if config.hosted and config.code_interpreter:
+            raise InvalidSettings(f"{ENV_PREFIX}CODE_INTERPRETER cannot be on in hosted mode: visitors never run code")
         return config
 
     @property

@@ -13,6 +13,8 @@ this layer; it holds nothing that belongs to one visitor.
 """
 from __future__ import annotations
 
+import logging
+import secrets
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,16 +32,20 @@ from core.messages import plain_history
 from core.presets import Preset, default_preset_name, load_presets
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
-from core.tools import DEFAULT_MAX_ROUNDS, DEFAULT_TOOL_TIMEOUT_S, ToolSource
+from core.tools import DEFAULT_MAX_ROUNDS, DEFAULT_RESULT_CHARS, DEFAULT_TOOL_TIMEOUT_S, ToolSource, ToolSpec
 from playground.models import materialise
 from playground.tools.code_interpreter import CodeInterpreter
-from playground.tools.loop import run_tool_loop
-from playground.tools.mcp_servers import ServerConfig, parse_mcp_config
+from playground.tools.loop import Approve, run_tool_loop
+from playground.tools.mcp_servers import McpServerError, ServerConfig, parse_mcp_config
+from playground.tools.policy import (UNAVAILABLE, HostedToolbox, HostSource, RateLimiter, anonymous_id,
+                                     is_anonymous_id)
 from playground.tools.sources import ToolSources
 from playground.tools.selection import ToolSelection
 from playground.tools.toolbox import Toolbox
 from playground.startup import TINY_MODEL, StartModel, Warmup, choose_start_model, tiny_start
 from playground.zerogpu import gpu
+
+log = logging.getLogger("qwen3_playground.tools")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class Playground:
         self.start = StartModel(TINY_MODEL)
         self.warmup: Warmup | None = None
         self.tool_sources = ToolSources()
+        self.tool_calls = RateLimiter(self.config.tool_calls_per_minute)  # per visitor, hosted mode
+        self._visitor_salt = secrets.token_bytes(32)  # visitor ids mean nothing outside this process
         # On a ZeroGPU Space only the generation runs with a GPU attached (spaces.GPU, sized
         # from max_new_tokens); everywhere else this is the plain method.
         self._generate_on_gpu = gpu(self._generate)
@@ -208,22 +216,97 @@ class Playground:
         (parsed by ``playground.tools.mcp_servers``) and the code interpreter. A hosted playground
         lets visitors add neither."""
         if self.config.hosted and (mcp or code_interpreter):
-            raise InvalidSettings("this hosted playground does not let visitors add tools or run code")
+            raise InvalidSettings("this hosted playground does not let visitors add MCP servers or run code")
         sources: list[ToolSource] = list(self.tool_sources.mcp(mcp)) if mcp else []
         if code_interpreter:
             sources.append(CodeInterpreter())
         return Toolbox(sources, enabled=enabled, max_rounds=max_rounds, timeout_s=timeout_s) if sources else None
 
-    def toolbox_for(self, selection: ToolSelection | Any, visitor: str | None = None) -> Toolbox | None:
+    def toolbox_for(self, selection: ToolSelection | Any,
+                    visitor: str | None = None) -> Toolbox | HostedToolbox | None:
         """The toolbox of a chat's :class:`ToolSelection` (a UI panel's, an API call's; raw JSON
-        data is parsed strictly), under the configuration's rules. ``visitor``: an anonymous id
-        of who asks (hosted mode's per-visitor limits and log). None: no tools."""
+        data is parsed strictly), under the configuration's rules; None: no tools (an empty
+        selection). The host's tools (:meth:`offered_tools`) come first.
+
+        Hosted mode: visitors may only pick (``enabled``) among the host's tools, with the round
+        limit capped at ``config.max_tool_rounds``; the toolbox is a :class:`HostedToolbox` (rate
+        limit per ``visitor``, size limits, a log line per call). ``visitor``: an id from
+        :meth:`visitor_id` (anything else is made anonymous here; None: one shared id)."""
         selection = ToolSelection.from_value(selection)
+        if self.config.hosted:
+            return self._hosted_toolbox(selection, visitor)
         if selection.empty:
             return None
-        mcp = parse_mcp_config(selection.mcp_config) if selection.mcp_config.strip() else None
-        return self.toolbox(mcp=mcp, code_interpreter=selection.code_interpreter, enabled=selection.enabled,
-                            max_rounds=selection.max_rounds)
+        host = self._host_sources()
+        own: list[ToolSource] = []
+        if selection.mcp_config.strip():
+            own += self.tool_sources.mcp(parse_mcp_config(selection.mcp_config))
+        if selection.code_interpreter and not self.config.code_interpreter:  # else the host's is there
+            own.append(CodeInterpreter())
+        sources = [*host, *own]
+        return Toolbox(sources, enabled=selection.enabled, max_rounds=selection.max_rounds) if sources else None
+
+    def offered_tools(self) -> list[ToolSpec]:
+        """The host's tools (``QWEN3_PLAYGROUND_MCP_CONFIG``'s servers, narrowed by
+        ``QWEN3_PLAYGROUND_TOOLS``; outside hosted mode also its code interpreter), for a UI to
+        list: starts the host's servers the first time, runs no tool."""
+        return [spec for source in self._host_sources() for spec in source.tools()]
+
+    def visitor_id(self, raw: str | None) -> str:
+        """An anonymous, stable id (``v-`` and 10 hex digits) for ``raw``, a Gradio session hash or
+        a client address: what limits and logs use, never the raw value."""
+        return anonymous_id(raw or "", self._visitor_salt)
+
+    def _hosted_toolbox(self, selection: ToolSelection, visitor: str | None) -> HostedToolbox | None:
+        if selection.mcp_config.strip() or selection.code_interpreter:
+            raise InvalidSettings("this hosted playground does not let visitors add MCP servers or run code; "
+                                  + self._offer_line())
+        if not selection.enabled:
+            return None
+        sources = self._host_sources()
+        offered = {spec.name for source in sources for spec in source.tools()}
+        unknown = next((name for name in selection.enabled if name not in offered), None)
+        if unknown is not None:
+            shown = unknown if len(unknown) <= 64 else unknown[:64] + "..."
+            raise InvalidSettings(f"this hosted playground does not offer a tool named {shown!r}; "
+                                  + self._offer_line())
+        config = self.config
+        try:
+            # the inner cap leaves room for its note under the size limit HostedToolbox enforces
+            inner = Toolbox(sources, enabled=selection.enabled,
+                            max_rounds=min(selection.max_rounds, config.max_tool_rounds),
+                            result_chars=max(1, min(DEFAULT_RESULT_CHARS, config.max_message_chars - 100)))
+        except PlaygroundError as exc:  # the host's tools clash or are refused: details for the host only
+            log.error("the host's tools cannot be offered: %s", exc)
+            raise McpServerError(UNAVAILABLE) from None
+        visitor = visitor if visitor and is_anonymous_id(visitor) else self.visitor_id(visitor)
+        return HostedToolbox(inner, visitor=visitor, limiter=self.tool_calls, result_chars=config.max_message_chars,
+                             reply_chars=config.max_conversation_chars)
+
+    def _host_sources(self) -> list[HostSource]:
+        """The host's tool sources: its MCP servers narrowed to the allow-list (hosted mode: failures
+        summarised), then (outside hosted mode) its code interpreter."""
+        hosted, config = self.config.hosted, self.config
+        sources: list[ToolSource] = []
+        if config.tool_servers:
+            try:
+                sources += self.tool_sources.mcp(config.tool_servers)
+            except PlaygroundError as exc:
+                if not hosted:
+                    raise
+                log.error("the host's MCP servers did not start: %s", exc)
+                raise McpServerError(UNAVAILABLE) from None
+        host = [HostSource(source, config.allowed_tools or None, private_errors=hosted) for source in sources]
+        if config.code_interpreter and not hosted:  # turned on by its own variable: not in the allow-list's scope
+            host.append(HostSource(CodeInterpreter()))
+        return host
+
+    def _offer_line(self) -> str:
+        try:
+            names = [spec.name for spec in self.offered_tools()]
+        except PlaygroundError:
+            return "its own tools are unavailable right now"
+        return f"it offers: {', '.join(names)}" if names else "it offers no tools"
 
     def close(self) -> None:
         """Stop what the playground started besides models (MCP servers)."""
@@ -256,10 +339,11 @@ class Playground:
         return ChatRequest.build(spec, options, history, settings, bool(thinking), system_prompt, toolbox)
 
     def chat(self, request: ChatRequest, progress: ProgressFn | None = None,
-             stop: Any = None) -> Iterator[PlaygroundEvent]:
+             stop: Any = None, approve: Approve | None = None) -> Iterator[PlaygroundEvent]:
         """Stream the reply: :class:`ModelReady` once the model is there (loaded with
         ``progress`` if needed), then the backend's events. Closing the iterator (Stop, a
-        client gone) or setting ``stop`` (a ``threading.Event``) ends the generation."""
+        client gone) or setting ``stop`` (a ``threading.Event``) ends the generation.
+        ``approve``: asked before each tool call (see ``playground.tools.loop``)."""
         started = time.perf_counter()
         with self.lease(request.spec, request.options, progress) as backend:
             yield ModelReady(backend.describe(), time.perf_counter() - started)
@@ -267,7 +351,7 @@ class Playground:
             def generate(turn: ChatRequest) -> Iterator[ChatEvent]:
                 return self._generate_on_gpu(turn, stop, max_new_tokens=turn.settings.max_new_tokens)
 
-            stream = run_tool_loop(generate, request, stop) if request.toolbox else generate(request)
+            stream = run_tool_loop(generate, request, stop, approve) if request.toolbox else generate(request)
             try:
                 yield from stream
             finally:  # Stop / client gone: closing the stream ends the generation

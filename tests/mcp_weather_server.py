@@ -13,7 +13,9 @@ error paths:
   at once (code 7);
 - ``getenv(name)``: the value of an environment variable in the server ("<unset>" if unset).
 
-Run: ``python tests/mcp_weather_server.py [--test-tools]``.
+Run: ``python tests/mcp_weather_server.py [--test-tools] [--http PORT]``. Over streamable HTTP
+(``--http``, or :func:`serve_http` in a thread of the tests' own process) it serves the same tools
+at ``http://127.0.0.1:PORT/mcp``.
 """
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ import argparse
 import base64
 import importlib.util
 import os
+import socket
 import sys
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,6 @@ import anyio  # noqa: E402
 import mcp.types as types  # noqa: E402
 from mcp.server.lowlevel import Server  # noqa: E402
 from mcp.server.stdio import stdio_server  # noqa: E402
-
 
 
 def load_script() -> Any:
@@ -151,7 +155,78 @@ async def main(test_tools: bool) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
+# -- streamable HTTP ------------------------------------------------------------------------------
+
+@dataclass
+class HttpServer:
+    """The server running over streamable HTTP in a thread of this process (see :func:`serve_http`).
+
+    ``requests`` holds the headers of every HTTP request it received (names lower-cased), in order.
+    """
+
+    url: str
+    uvicorn_server: Any
+    thread: threading.Thread
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def sessions(self) -> set[str]:
+        """The MCP sessions clients opened (one per connecting client)."""
+        return {headers["mcp-session-id"] for headers in self.requests if "mcp-session-id" in headers}
+
+    def close(self) -> None:
+        server = self.uvicorn_server
+        # A client's open session (its GET event stream) would hold a graceful shutdown forever;
+        # cutting it short makes uvicorn log the cancelled requests.
+        server.force_exit = bool(server.server_state.connections)
+        server.should_exit = True
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the HTTP MCP server did not stop"
+
+
+def http_app(test_tools: bool, record: list[dict[str, str]] | None = None) -> Any:
+    """The ASGI app serving the tools at ``/mcp``; each request's headers go to ``record``."""
+    app = build_server(test_tools).streamable_http_app()
+    if record is None:
+        return app
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            record.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
+        await app(scope, receive, send)
+
+    return recording
+
+
+def serve_http(test_tools: bool = False, port: int = 0) -> HttpServer:
+    """Serve over streamable HTTP on 127.0.0.1:``port`` (0: a free one) from a daemon thread;
+    returns at once.
+
+    The socket listens before this returns, so a client may connect at once (it waits in the
+    backlog until uvicorn accepts it). Stop it with ``close()``.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(64)
+    requests: list[dict[str, str]] = []
+    server = uvicorn.Server(uvicorn.Config(http_app(test_tools, requests), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mcp-weather-http", daemon=True)
+    thread.start()
+    return HttpServer(url=f"http://127.0.0.1:{sock.getsockname()[1]}/mcp", uvicorn_server=server, thread=thread,
+                      requests=requests)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test-tools", action="store_true", help="also serve the error-path test tools")
-    anyio.run(main, parser.parse_args().test_tools)
+    parser.add_argument("--http", type=int, metavar="PORT", help="serve over streamable HTTP on 127.0.0.1:PORT")
+    options = parser.parse_args()
+    if options.http is None:
+        anyio.run(main, options.test_tools)
+    else:
+        import uvicorn
+
+        uvicorn.run(http_app(options.test_tools), host="127.0.0.1", port=options.http, log_level="warning")

@@ -1,17 +1,24 @@
-"""MCP servers over stdio, configured as in the Qwen3 cards, as tool sources.
+"""MCP servers over stdio or streamable HTTP, configured as in the Qwen3 cards, as tool sources.
 
 The configuration is the cards' (Qwen-Agent's) own format::
 
     {"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time", "--local-timezone=Asia/Shanghai"]},
-                    "fetch": {"command": "uvx", "args": ["mcp-server-fetch"], "env": {"KEY": "value"}}}}
+                    "fetch": {"command": "uvx", "args": ["mcp-server-fetch"], "env": {"KEY": "value"}},
+                    "remote": {"url": "https://example.com/mcp", "headers": {"Authorization": "Bearer ..."}}}}
 
-:class:`McpServers` starts every configured server once and offers one :class:`McpServerSource`
-(a ``core.tools.ToolSource`` named ``"mcp:<server>"``) per server.
+A ``"command"`` server is a program run over stdio; a ``"url"`` server (``"type"`` absent,
+``"streamable-http"`` or ``"http"``) is reached over streamable HTTP. (Qwen-Agent itself takes a
+``"url"`` without a ``"type"`` for an SSE server; SSE is not supported here.)
+
+:class:`McpServers` starts the configured servers once and offers one :class:`McpServerSource`
+(a ``core.tools.ToolSource`` named ``"mcp:<server>"``) per server: all or none from its
+constructor, or each on its own with :meth:`McpServers.start`.
 
 Threading: the official ``mcp`` SDK is async (anyio). One background daemon thread runs one
-asyncio event loop; each server lives in its own task on that loop, which enters its
-``stdio_client`` and ``ClientSession`` contexts, lists the tools, then waits for a stop signal and
-exits both contexts (anyio requires a context to be exited by the task that entered it). A
+asyncio event loop; each server lives in its own task on that loop, which enters its transport
+(``stdio_client``, or an HTTP client and ``streamable_http_client``) and ``ClientSession``
+contexts, lists the tools, then waits for a stop signal and exits the contexts (anyio requires a
+context to be exited by the task that entered it). A
 :meth:`McpServerSource.call` made from any thread submits ``session.call_tool`` to the loop
 (``asyncio.run_coroutine_threadsafe``) and waits for it, watching its ``cancel`` event and its
 timeout; on either the submitted call is cancelled. Cancelling raises :class:`ToolFailure`
@@ -19,8 +26,8 @@ timeout; on either the submitted call is cancelled. Cancelling raises :class:`To
 
 Shutting down (``close()``, idempotent, also run at interpreter exit and once neither the
 :class:`McpServers` nor any of its sources is referenced): every task exits its contexts, where
-the SDK closes the server's stdin, waits up to 2 s, then terminates the server's process group;
-then the loop stops and the thread ends.
+the SDK closes a stdio server's stdin, waits up to 2 s, then terminates its process group (an HTTP
+session is ended with a DELETE request); then the loop stops and the thread ends.
 
 A server's stderr goes to a temporary file (gone once closed), never to the app's console; its last
 lines are quoted when the server fails to start or stops during a call. Servers get the app's
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -42,10 +50,11 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
+from urllib.parse import urlsplit
 
 from core.errors import PlaygroundError
 from core.tools import ToolFailure, ToolOutput, ToolSpec
@@ -53,7 +62,9 @@ from core.tools import ToolFailure, ToolOutput, ToolSpec
 DEFAULT_START_TIMEOUT_S = 30.0
 _POLL_S = 0.05  # how often a waiting call looks at its cancel event
 _STOP_TIMEOUT_S = 10.0  # the SDK's own shutdown takes at most about 6.5 s per server
-_SERVER_KEYS = ("command", "args", "env", "cwd", "type")
+_STDIO_KEYS = ("command", "args", "env", "cwd", "type")
+_HTTP_KEYS = ("url", "headers", "type")
+_HTTP_TYPES = ("streamable-http", "http")
 
 # The SDK logs a traceback for every line a server prints to stdout that is not JSON-RPC. With no
 # logging configured, Python's last-resort handler would print it on the console; an app that
@@ -71,13 +82,26 @@ class McpServerError(PlaygroundError):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """One stdio server: the command that starts it, and the environment it gets on top of ours."""
+    """One server: either a stdio ``command`` (with its ``args``, ``cwd`` and the ``env`` it gets on
+    top of ours) or a streamable HTTP ``url`` (with the ``headers`` every request carries)."""
 
     name: str
-    command: str
+    command: str | None = None
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.command is not None and self.url is not None:
+            raise McpConfigError(f"the MCP server '{self.name}' has both a command and a url (give one)")
+        if self.command is None and self.url is None:
+            raise McpConfigError(f"the MCP server '{self.name}' has neither a command nor a url")
+
+    @property
+    def transport(self) -> Literal["stdio", "http"]:
+        return "stdio" if self.url is None else "http"
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -106,13 +130,58 @@ def _parse_server(name: Any, entry: Any) -> ServerConfig:
         raise McpConfigError(f"MCP server names must be non-empty strings, not {name!r}")
     where = f"the MCP server '{name}'"
     if not isinstance(entry, Mapping):
-        raise McpConfigError(f'{where} must be an object with a "command" and its "args"')
-    if "url" in entry or entry.get("type", "stdio") != "stdio":
-        raise McpConfigError(f'{where}: streamable HTTP servers are not supported yet (only "command" servers, '
-                             "over stdio)")
-    unknown = [key for key in entry if key not in _SERVER_KEYS]
+        raise McpConfigError(f'{where} must be an object with a "command" and its "args", or a "url"')
+    kind = entry.get("type")
+    if kind is not None and kind not in ("stdio", *_HTTP_TYPES):
+        raise McpConfigError(f'{where}: "type" {kind!r} is not supported (only "stdio" servers with a "command" '
+                             'and "streamable-http" servers with a "url"; SSE servers are not)')
+    if "command" in entry and "url" in entry:
+        raise McpConfigError(f'{where} has both a "command" and a "url" (give one: a program run over stdio, '
+                             "or a streamable HTTP endpoint)")
+    if "url" in entry or kind in _HTTP_TYPES:
+        return _parse_http_server(name, entry, where)
+    if "command" not in entry:
+        raise McpConfigError(f'{where} has no "command" (the program that starts it, e.g. "uvx" or "python") '
+                             'or "url" (a streamable HTTP endpoint)')
+    return _parse_stdio_server(name, entry, where)
+
+
+def _check_keys(entry: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in entry if key not in known]
     if unknown:
-        raise McpConfigError(f"{where} has an unknown setting {unknown[0]!r} (known: {', '.join(_SERVER_KEYS)})")
+        raise McpConfigError(f"{where} has an unknown setting {unknown[0]!r} (known: {', '.join(known)})")
+
+
+def _parse_http_server(name: str, entry: Mapping[str, Any], where: str) -> ServerConfig:
+    if entry.get("type", "streamable-http") not in _HTTP_TYPES:
+        raise McpConfigError(f'{where}: a "url" server is reached over streamable HTTP, not "type": '
+                             f"{entry['type']!r}")
+    if "command" in entry:
+        raise McpConfigError(f'{where}: a "command" server runs over stdio, not "type": {entry["type"]!r}')
+    _check_keys(entry, _HTTP_KEYS, where)
+    url = entry.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise McpConfigError(f'{where} has no "url" (its streamable HTTP endpoint, e.g. "http://127.0.0.1:8000/mcp")')
+    if not _is_http_url(url):
+        raise McpConfigError(f'{where}: "url" must be an http:// or https:// address, not {url!r}')
+    headers = entry.get("headers", {})
+    if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in headers.items()):
+        raise McpConfigError(f'{where}: "headers" must map header names to strings')
+    return ServerConfig(name=name, url=url, headers=dict(headers))
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _parse_stdio_server(name: str, entry: Mapping[str, Any], where: str) -> ServerConfig:
+    _check_keys(entry, _STDIO_KEYS, where)
     command = entry.get("command")
     if not isinstance(command, str) or not command.strip():
         raise McpConfigError(f'{where} has no "command" (the program that starts it, e.g. "uvx" or "python")')
@@ -149,7 +218,9 @@ class _Connection:
         self.config = config
         self.loop = loop
         self.start_timeout = start_timeout
-        self.stderr: IO[bytes] = tempfile.TemporaryFile(prefix=f"mcp-{config.name}-stderr-")
+        self.stderr: IO[bytes] | None = (tempfile.TemporaryFile(prefix=f"mcp-{config.name}-stderr-")
+                                         if config.url is None else None)
+        self.http_error: str | None = None  # the first HTTP error status an HTTP server answered
         self.ready: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
         self.stop = asyncio.Event()  # binds to the loop at its first use there
         self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()  # contexts exited
@@ -161,17 +232,15 @@ class _Connection:
 
     async def run(self) -> None:
         import anyio
-        from mcp import ClientSession, StdioServerParameters
-        from mcp.client.stdio import stdio_client
+        from mcp import ClientSession
         from mcp.types import Implementation
 
-        params = StdioServerParameters(command=self.config.command, args=list(self.config.args),
-                                       env={**os.environ, **self.config.env}, cwd=self.config.cwd)
         client = Implementation(name="qwen3-playground", version="1")
         try:
             if self.stop.is_set():
                 raise RuntimeError("stopped before it started")
-            async with stdio_client(params, errlog=self.stderr) as (read, write):  # type: ignore[arg-type]
+            async with contextlib.AsyncExitStack() as transport:
+                read, write = await self._open(transport)
                 async with ClientSession(read, write, client_info=client) as session:
                     with anyio.fail_after(self.start_timeout), anyio.CancelScope() as starting:
                         self._starting = starting
@@ -195,6 +264,30 @@ class _Connection:
             self.gone = self.gone or f"the MCP server '{self.config.name}' has stopped"
             self.finished.set_result(None)
 
+    async def _open(self, stack: contextlib.AsyncExitStack) -> tuple[Any, Any]:
+        """Enter the server's transport on ``stack``; its read and write streams."""
+        if self.config.url is not None:
+            from mcp.client.streamable_http import streamable_http_client
+            from mcp.shared._httpx_utils import create_mcp_http_client
+
+            # The SDK's client, with its timeouts (30 s, reads 300 s); nothing connects before
+            # the handshake's first request.
+            http = create_mcp_http_client(headers=dict(self.config.headers))
+            http.event_hooks = {"response": [self._note_http_error]}
+            await stack.enter_async_context(http)
+            return await stack.enter_async_context(streamable_http_client(self.config.url, http_client=http))
+        from mcp import StdioServerParameters
+        from mcp.client.stdio import stdio_client
+
+        params = StdioServerParameters(command=self.config.command or "", args=list(self.config.args),
+                                       env={**os.environ, **self.config.env}, cwd=self.config.cwd)
+        return await stack.enter_async_context(stdio_client(params, errlog=self.stderr))  # type: ignore[arg-type]
+
+    async def _note_http_error(self, response: Any) -> None:
+        # The SDK turns an HTTP error status into a generic JSON-RPC error; keep the status to name it.
+        if response.status_code >= 400 and self.http_error is None:
+            self.http_error = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
     def request_stop(self) -> None:
         """Ask the task to exit its contexts (cancelling a handshake still under way)."""
         self.closed = True
@@ -210,6 +303,8 @@ class _Connection:
 
     def stderr_tail(self, lines: int = 5, limit: int = 600) -> str:
         """The last lines of the server's stderr, on one line ('' if none)."""
+        if self.stderr is None:
+            return ""
         try:
             size = os.fstat(self.stderr.fileno()).st_size
             data = os.pread(self.stderr.fileno(), 16_384, max(0, size - 16_384))
@@ -257,7 +352,8 @@ def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, connect
         if not thread.is_alive():
             loop.close()
     for connection in connections:
-        connection.stderr.close()
+        if connection.stderr is not None:
+            connection.stderr.close()
 
 
 def _stop_connections(connections: list[_Connection]) -> None:
@@ -282,6 +378,12 @@ class McpServerSource:
 
     def tools(self) -> list[ToolSpec]:
         return list(self._tools)
+
+    @property
+    def running(self) -> bool:
+        """False once closed, or once a call found the server gone."""
+        connection = self._connection
+        return not connection.closed and connection.gone is None and connection.session is not None
 
     def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event, timeout: float) -> ToolOutput:
         """Call tool ``name``. Raises ``TimeoutError`` after ``timeout`` seconds, :class:`ToolFailure`
@@ -324,8 +426,10 @@ class McpServerSource:
             return f"{where} was closed during the call"
         if isinstance(err, MCPError) and err.code == CONNECTION_CLOSED:
             tail = self._connection.stderr_tail()
-            self._connection.gone = (f"{where} stopped (its process exited or closed the connection)"
-                                     + (f"; its stderr ends with: {tail}" if tail else ""))
+            url = self._connection.config.url
+            self._connection.gone = (f"{where} stopped (its process exited or closed the connection)" if url is None
+                                     else f"{where} closed the connection ({url})")
+            self._connection.gone += f"; its stderr ends with: {tail}" if tail else ""
             return self._connection.gone
         if isinstance(err, MCPError):
             return f"{where} answered with an error: {err.message}"
@@ -334,6 +438,8 @@ class McpServerSource:
     def close(self) -> None:
         """Stop this server (the others keep running); idempotent."""
         _stop_connections([self._connection])
+        if self._connection.stderr is not None:
+            self._connection.stderr.close()
 
     def __repr__(self) -> str:
         return f"<McpServerSource {self.name}: {len(self._tools)} tools>"
@@ -344,27 +450,30 @@ class _Lifetime:
 
 
 class McpServers:
-    """Starts the configured servers (all at once, each once) and holds them until :meth:`close`.
+    """Starts MCP servers (each once) and holds them until :meth:`close`.
 
-    Raises :class:`McpServerError` naming the first server that did not start (the ones that did
-    are shut down again); ``start_timeout`` bounds each server's start and MCP handshake.
+    The constructor starts ``configs`` together, all or none: it raises :class:`McpServerError`
+    naming the first server that did not start (the ones that did are shut down again).
+    :meth:`start` adds servers one by one, so that one that fails does not keep the others from
+    running. ``start_timeout`` bounds each server's start and MCP handshake.
     """
 
-    def __init__(self, configs: Mapping[str, ServerConfig], *,
+    def __init__(self, configs: Mapping[str, ServerConfig] | None = None, *,
                  start_timeout: float = DEFAULT_START_TIMEOUT_S) -> None:
+        configs = dict(configs or {})
         for config in configs.values():
             _check_command(config)
+        self._start_timeout = start_timeout
+        self._lock = threading.Lock()  # start() against close()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mcp-servers", daemon=True)
         self._thread.start()
-        connections = [_Connection(config, self._loop, start_timeout) for config in configs.values()]
+        self._connections: list[_Connection] = []  # every server started, until it is forgotten
         # Runs once: on close(), when neither this object nor a source is referenced any more, or at
         # interpreter exit. (A lifetime token, not self: sources hold it, and no cycle forms.)
         self._lifetime = _Lifetime()
-        self._finalizer = weakref.finalize(self._lifetime, _shutdown, self._loop, self._thread, connections)
-        for connection in connections:
-            asyncio.run_coroutine_threadsafe(connection.run(), self._loop)
-            connection.started = True
+        self._finalizer = weakref.finalize(self._lifetime, _shutdown, self._loop, self._thread, self._connections)
+        connections = self._launch(configs.values())
         concurrent.futures.wait([c.ready for c in connections], timeout=start_timeout + 5.0,
                                 return_when=concurrent.futures.FIRST_EXCEPTION)
         failed = (next((c for c in connections if c.ready.done() and c.ready.exception() is not None), None)
@@ -374,19 +483,69 @@ class McpServers:
             message = _start_failure(failed, start_timeout)
             self._finalizer()
             raise McpServerError(message)
-        self._sources = {c.config.name: McpServerSource(self._lifetime, c, c.ready.result()) for c in connections}
+        self._sources = {c.config.name: self._source(c) for c in connections}
 
     @property
     def sources(self) -> list[McpServerSource]:
-        """One tool source per server, in the config's order."""
+        """One tool source per server of the constructor's config, in its order."""
         return list(self._sources.values())
 
     def __getitem__(self, server_name: str) -> McpServerSource:
         return self._sources[server_name]
 
+    def start(self, configs: Mapping[str, ServerConfig]) -> dict[str, McpServerSource | McpServerError]:
+        """Start more servers, concurrently and each on its own; by name, in ``configs``' order, the
+        source of each that started or the :class:`McpServerError` of each that did not (and is
+        stopped again). The running servers are not touched; these ones stop with them on
+        :meth:`close` (or each with its source's ``close()``). Raises :class:`McpServerError` once
+        closed."""
+        outcomes: dict[str, McpServerSource | McpServerError] = {}
+        launch: dict[str, ServerConfig] = {}
+        for name, config in configs.items():
+            try:
+                _check_command(config)
+            except McpServerError as err:
+                outcomes[name] = err
+            else:
+                launch[name] = config
+        connections = dict(zip(launch, self._launch(launch.values())))
+        concurrent.futures.wait([c.ready for c in connections.values()], timeout=self._start_timeout + 5.0)
+        failed = [c for c in connections.values() if not c.ready.done() or c.ready.exception() is not None]
+        _stop_connections(failed)
+        for name, connection in connections.items():
+            if connection in failed:
+                outcomes[name] = McpServerError(_start_failure(connection, self._start_timeout))
+                self._forget(connection)
+            else:
+                outcomes[name] = self._source(connection)
+        return {name: outcomes[name] for name in configs}
+
+    def _launch(self, configs: Iterable[ServerConfig]) -> list[_Connection]:
+        with self._lock:
+            if not self._finalizer.alive:
+                raise McpServerError("the MCP servers are closed")
+            connections = [_Connection(config, self._loop, self._start_timeout) for config in configs]
+            self._connections.extend(connections)
+            for connection in connections:
+                asyncio.run_coroutine_threadsafe(connection.run(), self._loop)
+                connection.started = True
+        return connections
+
+    def _source(self, connection: _Connection) -> McpServerSource:
+        return McpServerSource(self._lifetime, connection, connection.ready.result())
+
+    def _forget(self, connection: _Connection) -> None:
+        """Let go of a server that did not start (and is stopped): no file stays open for it."""
+        with self._lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
+        if connection.stderr is not None:
+            connection.stderr.close()
+
     def close(self) -> None:
         """Stop every server and the loop thread; idempotent."""
-        self._finalizer()
+        with self._lock:
+            self._finalizer()
 
     def __enter__(self) -> McpServers:
         return self
@@ -397,6 +556,8 @@ class McpServers:
 
 def _check_command(config: ServerConfig) -> None:
     """Fail early, with advice, when the command cannot be found."""
+    if config.command is None:
+        return  # an HTTP server
     path = {**os.environ, **config.env}.get("PATH")
     if os.sep in config.command:
         found = os.access(config.command, os.X_OK)
@@ -424,6 +585,8 @@ def _start_failure(connection: _Connection, start_timeout: float) -> str:
 
     where = f"the MCP server '{connection.config.name}' did not start"
     error = connection.ready.exception() if connection.ready.done() else TimeoutError()
+    if connection.config.url is not None:
+        return f"{where}: {_http_start_failure(connection, error, start_timeout)}"
     if isinstance(error, TimeoutError):
         why = f"it did not complete the MCP handshake within {start_timeout:g} s"
     elif isinstance(error, MCPError) and error.code == CONNECTION_CLOSED:
@@ -434,6 +597,22 @@ def _start_failure(connection: _Connection, start_timeout: float) -> str:
         why = f"{type(error).__name__}: {error}"
     tail = connection.stderr_tail()
     return f"{where}: {why}" + (f"; its stderr ends with: {tail}" if tail else "")
+
+
+def _http_start_failure(connection: _Connection, error: BaseException | None, start_timeout: float) -> str:
+    import httpx2
+    from mcp.shared.exceptions import MCPError
+
+    url = connection.config.url
+    if isinstance(error, httpx2.TransportError):
+        return f"cannot connect to {url}: {error or type(error).__name__}"
+    if isinstance(error, TimeoutError):
+        return f"{url} did not complete the MCP handshake within {start_timeout:g} s"
+    if connection.http_error is not None:
+        return f"{url} answered {connection.http_error}"
+    if isinstance(error, MCPError):
+        return f"{url} answered the MCP handshake with an error: {error.message}"
+    return f"{url}: {type(error).__name__}: {error}"
 
 
 # -- results ----------------------------------------------------------------------------------

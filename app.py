@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="catalog names, Hub repo ids or local paths; the first is the reference")
     cli.add_model_flags(compare, single_model=False)
     cli.add_chat_flags(compare)
+    cli.add_tool_flags(compare)
     compare.add_argument("--concurrent", action="store_true",
                          help="run the models at the same time instead of one after another (fair timing)")
     compare.add_argument("--perplexity", metavar="TEXT", default=None,

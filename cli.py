@@ -69,7 +69,7 @@ def toolbox_for(playground: Any, args: argparse.Namespace) -> Any:
     """The toolbox of ``--mcp`` / ``--code-interpreter`` (None without them)."""
     mcp = None
     if args.mcp:
-        from playground.tools.mcp_servers import load_mcp_config
+        from core.mcp_config import load_mcp_config
 
         mcp = load_mcp_config(args.mcp)
     return playground.toolbox(mcp=mcp, code_interpreter=args.code_interpreter, max_rounds=args.max_tool_rounds,
@@ -187,39 +187,58 @@ def _chat(playground: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.events import AnswerDelta, ReasoningDelta
-    from playground import load_fresh
-    from playground.compare import EntrySpec, collect, new_comparison, run_comparison
-
     remote_defaults(args)  # --base-url alone means the remote backend, as for chat
     if not 1 <= len(args.models) <= 4:
         raise PlaygroundError("compare takes 1 to 4 models (--models A B C)")
     playground = playground_for(args)
+    try:
+        return _compare(playground, args)
+    finally:
+        playground.close()  # MCP servers stop with the command
+
+
+def _compare(playground: Any, args: argparse.Namespace) -> int:
+    from core.compare import CallCheck
+    from core.events import AnswerDelta, ReasoningDelta
+    from core.tools import ToolResult
+    from playground import load_fresh
+    from playground.compare import EntrySpec, collect, new_comparison, run_comparison
+
     specs = [playground.resolve(model, args.backend) for model in args.models]  # fail fast on a bad name
     settings, thinking = resolve_settings(playground, args, any(spec.quantized for spec in specs))
     settings = settings.validate(thinking)
     entries = [EntrySpec(model, args.backend, load_options(playground, spec, args))
                for model, spec in zip(args.models, specs)]
+    # the tool flags (add_tool_flags) are optional for this command; MCP servers start now: a bad one fails fast
+    toolbox = toolbox_for(playground, args) if hasattr(args, "mcp") else None
     playground.request([{"role": "user", "content": args.prompt}], model=args.models[0], backend=args.backend,
                        settings=settings, thinking=thinking, system_prompt=args.system,
-                       options=entries[0].options)  # the prompt and settings checked before any load
+                       options=entries[0].options, toolbox=toolbox)  # the prompt and settings checked before any load
     comparison = new_comparison(entries, args.prompt, settings, thinking, args.system or "")
 
     def show(event) -> None:
         if args.json or args.markdown:
             return
         label = comparison.entries[event.index].label
+        payload = event.payload
         if event.kind == "loaded":
-            print(f"\n=== {label} (loaded in {event.payload.load_s:.2f}s) ===", flush=True)
-        elif event.kind == "event" and isinstance(event.payload, (ReasoningDelta, AnswerDelta)):
-            print(event.payload.text, end="", flush=True)
+            print(f"\n=== {label} (loaded in {payload.load_s:.2f}s) ===", flush=True)
+        elif event.kind == "event" and isinstance(payload, (ReasoningDelta, AnswerDelta)):
+            print(payload.text, end="", flush=True)
+        elif event.kind == "event" and isinstance(payload, CallCheck):
+            call = json.dumps(payload.arguments, ensure_ascii=False) if payload.arguments is not None else payload.raw
+            invalid = f" (invalid: {payload.problem})" if payload.problem else ""
+            print(f"\n--- {label}: tool call: {payload.name or '?'} {call}{invalid} ---", flush=True)
+        elif event.kind == "event" and isinstance(payload, ToolResult):
+            outcome = f"error ({payload.error})" if payload.error else "result"
+            print(f"--- {outcome}, {payload.duration_s:.2f}s ---\n{payload.content}", flush=True)
         elif event.kind == "error":
-            print(f"\n=== {label}: error: {event.payload} ===", flush=True)
+            print(f"\n=== {label}: error: {payload} ===", flush=True)
 
-    histories = comparison.start_turn(args.prompt)
+    histories = comparison.start_turn(args.prompt, toolbox)
     collect(comparison, run_comparison(playground, entries, histories, settings, thinking,
                                        system_prompt=args.system or "", acquire=load_fresh,
-                                       concurrent=args.concurrent), show)
+                                       concurrent=args.concurrent, toolbox=toolbox), show)
     if args.perplexity:
         score_perplexity(playground, comparison, entries, args.perplexity)
     if args.json:

@@ -107,8 +107,9 @@ def _legacy_kind(title: str) -> str:
 
 
 def normalise(messages: Sequence[Any]) -> list[dict[str, Any]]:
-    """Plain messages (role, content as text, metadata with id/title/status/duration only); a
-    version-1 note gets its id; a reasoning panel left "pending" (the page went away mid-reply)
+    """Plain messages (role, content as text, the OpenAI tool fields, metadata with
+    id/parent_id/title/log/status/duration only; a tool result's call record checked); a version-1
+    note gets its id; a reasoning panel or tool call left "pending" (the page went away mid-reply)
     becomes a finished one."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise ChatFileError("a chat is a list of messages")
@@ -135,10 +136,12 @@ def normalise(messages: Sequence[Any]) -> list[dict[str, Any]]:
         if metadata and role == "assistant" and "id" not in metadata and metadata.get("title"):
             metadata["id"] = message_id(_legacy_kind(metadata["title"]), reply_id)
         if metadata:
-            if metadata.get("status") == "pending":
+            if metadata.get("status") == "pending":  # the page went away mid-reply
                 metadata["status"] = "done"
-                metadata["title"] = "Thought (interrupted)" if kind_of(item | {"metadata": metadata}) == "reasoning" \
-                    else f"{metadata.get('title') or 'Tool call'} (interrupted)"
+                if kind_of(item | {"metadata": metadata}) == "reasoning":
+                    metadata["title"] = "Thought (interrupted)"
+                else:  # a tool call that never finished
+                    metadata["log"] = "interrupted"
             item["metadata"] = metadata
             try:
                 record_of(item)

@@ -2,6 +2,11 @@
 
 Agreement is measured on word-level tokens (words and punctuation), so that entries with
 different tokenizers (transformers vs GGUF vs a server) compare on the same units.
+
+With tools, every entry runs its own tool loop: an entry keeps each call it made (checked by the
+runner: :class:`CallCheck`) with its result, and the generations before its final one
+(``steps``); the table adds calls, valid calls, rounds and whether the final answer matches the
+first entry's.
 """
 from __future__ import annotations
 
@@ -12,9 +17,24 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.events import AnswerDelta, ChatEvent, GenerationStats, ReasoningDelta
+from core.tools import ReasoningCut, RoundLimitReached, RoundStarted, Toolbox, ToolResult
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_INVALID = ("invalid_call", "unknown_tool", "bad_arguments")  # the toolbox's errors for a call that is not valid
+
+
+@dataclass(frozen=True)
+class CallCheck:
+    """A tool call the model wrote, checked against the offered tools (the comparison runner
+    yields it after the call): ``problem`` is None for a valid call (it parsed, names an offered
+    tool, its arguments fit the tool's schema), else why it is not."""
+
+    call_id: str
+    name: str | None
+    arguments: dict[str, Any] | None  # None: the call did not parse
+    problem: str | None
+    raw: str = ""  # the model's text of a call that did not parse
 
 
 @dataclass
@@ -31,24 +51,109 @@ class EntryResult:
     info: dict[str, Any] | None = None
     load_s: float | None = None
     error: str | None = None
-    stop_reason: str | None = None  # "stopped" (Stop) or "error" when the reply ended early
+    # "stopped" (Stop) or "error" when the reply ended early; "round_limit" when the model still
+    # called tools after the last round
+    stop_reason: str | None = None
     perplexity: dict[str, Any] | None = None
-    history: list[dict[str, str]] = field(default_factory=list)  # this column's own conversation
-    # earlier turns of a multi-turn comparison: {"prompt", "reasoning", "answer", "stats", "error", "stop_reason"}
+    history: list[dict[str, Any]] = field(default_factory=list)  # this column's own conversation
+    # earlier turns of a multi-turn comparison: {"prompt", "reasoning", "answer", "stats", "error",
+    # "stop_reason", "steps", "tool_calls"}
     turns: list[dict[str, Any]] = field(default_factory=list)
+    # with tools: this turn's calls, in order, as ``app.py chat --json`` lists them plus the check:
+    # {"id", "name", "arguments", "raw", "valid", "problem", "result", "error", "round", "duration_s",
+    # "truncated"} ("result" None: it did not run)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # with tools: the generations before the current (final) one: {"reasoning", "answer", "stats"};
+    # ``reasoning`` / ``answer`` / ``stats`` above are the current generation's
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, event: ChatEvent) -> None:
+    def add(self, event: ChatEvent | CallCheck) -> None:
         if isinstance(event, ReasoningDelta):
             self.reasoning += event.text
         elif isinstance(event, AnswerDelta):
             self.answer += event.text
         elif isinstance(event, GenerationStats):
             self.stats = event.to_dict()
+        elif isinstance(event, ReasoningCut):
+            self.reasoning, self.answer = event.reasoning, self.answer + event.answer
+        elif isinstance(event, CallCheck):
+            self.tool_calls.append({"id": event.call_id, "name": event.name, "arguments": event.arguments,
+                                    "raw": event.raw, "valid": event.problem is None, "problem": event.problem,
+                                    "result": None, "error": None, "round": self.round, "duration_s": None,
+                                    "truncated": False})
+        elif isinstance(event, ToolResult):
+            self._add_result(event)
+        elif isinstance(event, RoundStarted):
+            self.steps.append({"reasoning": self.reasoning, "answer": self.answer, "stats": self.stats})
+            self.reasoning, self.answer, self.stats = "", "", None
+        elif isinstance(event, RoundLimitReached):
+            self.stop_reason = "round_limit"
+
+    def _add_result(self, result: ToolResult) -> None:
+        waiting = [c for c in self.tool_calls if c["round"] == self.round and c["result"] is None]
+        record = next((c for c in waiting if c["id"] == result.call_id), waiting[0] if waiting else None)
+        if record is None:  # a result without its check (not from the comparison runner)
+            invalid = result.error in _INVALID
+            record = {"id": result.call_id, "name": result.name, "arguments": result.arguments, "raw": "",
+                      "valid": not invalid, "problem": result.error if invalid else None, "round": self.round}
+            self.tool_calls.append(record)
+        record.update(result=result.content, error=result.error, duration_s=round(result.duration_s, 3),
+                      truncated=result.truncated)
+
+    @property
+    def round(self) -> int:
+        """The current generation's number in this turn's tool loop (1 without tools)."""
+        return len(self.steps) + 1
+
+    @property
+    def generated(self) -> bool:
+        """This turn produced something to count (the model ran)."""
+        return self.stats is not None or bool(self.steps or self.tool_calls)
 
     @property
     def output(self) -> str:
-        """Everything the model wrote, reasoning first (what greedy agreement compares)."""
-        return f"{self.reasoning}\n{self.answer}" if self.reasoning else self.answer
+        """Everything the model wrote, reasoning first (what greedy agreement compares); with
+        tools, every generation of the turn with its calls."""
+        if not self.steps and not self.tool_calls:
+            return f"{self.reasoning}\n{self.answer}" if self.reasoning else self.answer
+        generations = [*self.steps, {"reasoning": self.reasoning, "answer": self.answer}]
+        parts: list[str] = []
+        for number, generation in enumerate(generations, 1):
+            parts += [generation["reasoning"], generation["answer"]]
+            parts += [call_text(c) for c in self.tool_calls if c["round"] == number]
+        return "\n".join(part for part in parts if part)
+
+    def turn_stats(self) -> dict[str, Any] | None:
+        """The figures of this turn: the generation's, or with tools all of them together (time
+        to first token of the first, tokens summed, decode speed over all, total time including
+        the tools' time). None until the final generation has its figures."""
+        if self.stats is None or not self.steps:
+            return self.stats
+        generations = [s["stats"] for s in self.steps if s.get("stats")] + [self.stats]
+        reasoning = [g.get("reasoning_tokens") for g in generations]
+        decoded = sum(max(g["completion_tokens"] - 1, 0) for g in generations if g.get("tokens_per_s"))
+        decode_s = sum(max(g["completion_tokens"] - 1, 0) / g["tokens_per_s"] for g in generations
+                       if g.get("tokens_per_s"))
+        tools_s = sum(c["duration_s"] or 0.0 for c in self.tool_calls)
+        return {**self.stats,
+                "prompt_tokens": sum(g["prompt_tokens"] for g in generations),
+                "completion_tokens": sum(g["completion_tokens"] for g in generations),
+                "reasoning_tokens": None if None in reasoning else sum(reasoning),
+                "ttft_s": generations[0].get("ttft_s"),
+                "tokens_per_s": decoded / decode_s if decode_s else None,
+                "total_s": sum(g["total_s"] for g in generations) + tools_s}
+
+    def exchange(self) -> list[dict[str, Any]]:
+        """This turn's reply as it goes back to the model in a follow-up: with tools, each earlier
+        generation with its calls and their results (OpenAI's format), then the final answer."""
+        messages: list[dict[str, Any]] = []
+        for number, step in enumerate(self.steps, 1):
+            calls = [c for c in self.tool_calls if c["round"] == number]
+            messages.append({"role": "assistant", "content": step["answer"],
+                             "tool_calls": [_openai_call(c) for c in calls]})
+            messages += [{"role": "tool", "tool_call_id": c["id"], "content": c["result"]}
+                         for c in calls if c["result"] is not None]
+        return [*messages, {"role": "assistant", "content": self.answer}]
 
 
 def words(text: str) -> list[str]:
@@ -68,6 +173,29 @@ def prefix_agreement(reference: str, other: str) -> float:
     return same / max(len(a), len(b))
 
 
+def call_text(record: dict[str, Any]) -> str:
+    """A call as the model made it: ``name {"arg": ...}`` (its own text if it did not parse)."""
+    if record.get("arguments") is None:
+        return record.get("raw") or f"{record.get('name') or '?'} (did not parse)"
+    return f"{record.get('name')} {json.dumps(record['arguments'], ensure_ascii=False)}"
+
+
+def call_outcome(record: dict[str, Any]) -> str:
+    """What came of a call: its result, its error, or that it never ran."""
+    if record.get("result") is None:
+        return "not run"
+    if record.get("error"):
+        return f"**{record['error']}**: {record['result']}"
+    return record["result"]
+
+
+def _openai_call(record: dict[str, Any]) -> dict[str, Any]:
+    arguments = record.get("raw", "") if record.get("arguments") is None else \
+        json.dumps(record["arguments"], ensure_ascii=False)
+    return {"id": record.get("id") or "", "type": "function",
+            "function": {"name": record.get("name") or "", "arguments": arguments}}
+
+
 def final_answer(answer: str) -> str:
     """The comparable core of an answer: the last \\boxed{...} if any, else the normalised text."""
     boxed = _BOXED.findall(answer)
@@ -83,34 +211,57 @@ class Comparison:
     system_prompt: str = ""
     entries: list[EntryResult] = field(default_factory=list)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    tools: list[str] | None = None  # the tools offered in the current turn (None: no tools)
+    max_tool_rounds: int | None = None
 
-    def start_turn(self, prompt: str) -> list[list[dict[str, str]]]:
-        """Add the user's message to every column's own conversation; return the histories."""
+    @property
+    def uses_tools(self) -> bool:
+        return self.tools is not None
+
+    def start_turn(self, prompt: str, toolbox: Toolbox | None = None) -> list[list[dict[str, Any]]]:
+        """Add the user's message to every column's own conversation; return the histories.
+        ``toolbox``: the tools this turn offers (every entry runs its own tool loop with them)."""
         for entry in self.entries:
             if entry.history and entry.history[-1]["role"] == "user":  # close the previous turn
                 entry.turns.append({"prompt": entry.history[-1]["content"], "reasoning": entry.reasoning,
                                     "answer": entry.answer, "stats": entry.stats, "error": entry.error,
-                                    "stop_reason": entry.stop_reason})
+                                    "stop_reason": entry.stop_reason, "steps": entry.steps,
+                                    "tool_calls": entry.tool_calls})
                 if entry.stats is not None:
-                    entry.history.append({"role": "assistant", "content": entry.answer})
+                    entry.history += entry.exchange()
                 else:
                     entry.history.pop()  # it failed: there is no answer to continue from
             entry.history.append({"role": "user", "content": prompt})
             entry.reasoning = entry.answer = ""
             entry.stats = entry.error = entry.stop_reason = None
+            entry.steps, entry.tool_calls = [], []
+        names = [spec.name for spec in toolbox.specs()] if toolbox is not None else []
+        self.tools = names or None  # a toolbox offering nothing: no tools (as ChatRequest.build)
+        self.max_tool_rounds = toolbox.max_rounds if names else None
         self.prompt = prompt
         return [list(entry.history) for entry in self.entries]
 
     def rows(self) -> list[dict[str, Any]]:
-        """The results table: one row per entry, agreement against the first entry."""
+        """The results table: one row per entry, agreement against the first entry. With tools
+        (``uses_tools``): the figures cover every generation of the turn, and ``tool_calls``,
+        ``valid_calls``, ``rounds`` and ``final_answer_matches`` (None for the reference) follow
+        ``answer_matches``."""
         reference = self.entries[0] if self.entries else None
         rows = []
-        for entry in self.entries:
-            stats = entry.stats or {}
+        for index, entry in enumerate(self.entries):
+            stats = entry.turn_stats() or {}
             completion = stats.get("completion_tokens")
             reasoning_tokens = stats.get("reasoning_tokens")
             ok = entry.error is None and entry.stats is not None
             ref_ok = reference is not None and reference.error is None and reference.stats is not None
+            same = final_answer(reference.answer) == final_answer(entry.answer) if ok and ref_ok else None
+            tools: dict[str, Any] = {}
+            if self.uses_tools:
+                ran = entry.generated
+                tools = {"tool_calls": len(entry.tool_calls) if ran else None,
+                         "valid_calls": sum(c["valid"] for c in entry.tool_calls) if ran else None,
+                         "rounds": entry.round if ran else None,
+                         "final_answer_matches": same if index else None}
             rows.append({
                 "entry": entry.label,
                 "load_s": entry.load_s,
@@ -121,7 +272,8 @@ class Comparison:
                 "total_s": stats.get("total_s"),
                 "memory_mib": round(entry.info["memory_bytes"] / 2**20, 1) if entry.info else None,
                 "prefix_agreement": prefix_agreement(reference.output, entry.output) if ok and ref_ok else None,
-                "answer_matches": final_answer(reference.answer) == final_answer(entry.answer) if ok and ref_ok else None,
+                "answer_matches": same,
+                **tools,
                 "perplexity": entry.perplexity["perplexity"] if entry.perplexity else None,
                 "error": entry.error or entry.stop_reason,
             })
@@ -138,37 +290,72 @@ class Comparison:
         entries = [EntryResult(**_upgrade_entry(e)) for e in data.get("entries", [])]
         return cls(prompt=data["prompt"], settings=data["settings"], thinking=data["thinking"],
                    system_prompt=data.get("system_prompt", ""), entries=entries,
-                   created=data.get("created", ""))
+                   created=data.get("created", ""), tools=data.get("tools"),
+                   max_tool_rounds=data.get("max_tool_rounds"))
 
     def to_markdown(self) -> str:
         lines = [f"# Comparison ({self.created})", "", f"**Prompt:** {self.prompt}", ""]
         if self.system_prompt:
             lines += [f"**System prompt:** {self.system_prompt}", ""]
         settings = ", ".join(f"{k}={v}" for k, v in self.settings.items())
-        lines += [f"**Thinking:** {'on' if self.thinking else 'off'} · **Settings:** {settings}", "",
-                  "| entry | load s | TTFT s | tokens/s | reasoning tok | answer tok | total s | memory MiB | agreement | same answer | perplexity |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for row in self.rows():
-            lines.append("| " + " | ".join(_cell(k, row[k]) for k in (
-                "entry", "load_s", "ttft_s", "tokens_per_s", "reasoning_tokens", "answer_tokens", "total_s",
-                "memory_mib", "prefix_agreement", "answer_matches", "perplexity")) + " |")
+        lines += [f"**Thinking:** {'on' if self.thinking else 'off'} · **Settings:** {settings}", ""]
+        if self.uses_tools:
+            lines += [f"**Tools:** {', '.join(self.tools or [])} · up to {self.max_tool_rounds} rounds per entry; "
+                      "calls ran automatically (no approval)", ""]
+        columns = [c for c in _MARKDOWN_COLUMNS if self.uses_tools or c[0] not in _TOOL_KEYS]
+        lines += ["| " + " | ".join(header for _, header in columns) + " |", "|" + "---|" * len(columns)]
+        for index, row in enumerate(self.rows()):
+            cells = ["ref" if key == "final_answer_matches" and index == 0 else _cell(key, row[key])
+                     for key, _ in columns]
+            lines.append("| " + " | ".join(cells) + " |")
         for entry in self.entries:
             lines += ["", f"## {entry.label}", ""]
             for number, turn in enumerate(entry.turns, 1):
                 lines += [f"### Turn {number}: {turn['prompt']}", ""]
                 if turn.get("error"):
                     lines += [f"**Error:** {turn['error']}", ""]
-                if turn.get("reasoning"):
-                    lines += ["<details><summary>Reasoning</summary>", "", turn["reasoning"], "", "</details>", ""]
-                lines += [turn.get("answer") or "_(no answer)_", ""]
+                lines += _reply_markdown(turn.get("reasoning", ""), turn.get("answer", ""), turn.get("steps") or [],
+                                         turn.get("tool_calls") or []) + [""]
             if entry.turns:
                 lines += [f"### Turn {len(entry.turns) + 1}: {self.prompt}", ""]
             if entry.error:
                 lines += [f"**Error:** {entry.error}", ""]
-            if entry.reasoning:
-                lines += ["<details><summary>Reasoning</summary>", "", entry.reasoning, "", "</details>", ""]
-            lines += [entry.answer or "_(no answer)_"]
+            lines += _reply_markdown(entry.reasoning, entry.answer, entry.steps, entry.tool_calls)
+            if entry.stop_reason == "round_limit":
+                lines += ["", f"**Round limit:** the model still called tools after {self.max_tool_rounds} rounds"]
         return "\n".join(lines) + "\n"
+
+
+_MARKDOWN_COLUMNS = (
+    ("entry", "entry"), ("load_s", "load s"), ("ttft_s", "TTFT s"), ("tokens_per_s", "tokens/s"),
+    ("reasoning_tokens", "reasoning tok"), ("answer_tokens", "answer tok"), ("total_s", "total s"),
+    ("memory_mib", "memory MiB"), ("prefix_agreement", "agreement"), ("answer_matches", "same answer"),
+    ("tool_calls", "tool calls"), ("valid_calls", "valid calls"), ("rounds", "rounds"),
+    ("final_answer_matches", "same final answer"), ("perplexity", "perplexity"),
+)
+_TOOL_KEYS = ("tool_calls", "valid_calls", "rounds", "final_answer_matches")
+
+
+def _reply_markdown(reasoning: str, answer: str, steps: list[dict[str, Any]],
+                    tool_calls: list[dict[str, Any]]) -> list[str]:
+    """One turn's reply: every generation's reasoning and answer, each round's calls after it."""
+    lines: list[str] = []
+    generations = [*steps, {"reasoning": reasoning, "answer": answer}]
+    for number, generation in enumerate(generations, 1):
+        last = number == len(generations)
+        if generation["reasoning"]:
+            lines += ["<details><summary>Reasoning</summary>", "", generation["reasoning"], "", "</details>", ""]
+        if generation["answer"] or last:
+            lines += [generation["answer"] or "_(no answer)_", ""]
+        calls = [c for c in tool_calls if c["round"] == number]
+        for call in calls:
+            verdict = "" if call.get("valid", True) else f" — **invalid**: {call.get('problem')}"
+            lines.append(f"- **Tool call** (round {number}): `{call_text(call)}`{verdict} → {call_outcome(call)}")
+        if calls:
+            lines.append("")
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def _upgrade_entry(data: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from core.catalog import ModelSpec, load_catalog, resolve_model
 from core.errors import InvalidSettings, ModelNotFound, PlaygroundError, PromptError
+from core.mcp_config import ServerConfig, load_mcp_config
 from core.tools import DEFAULT_MAX_ROUNDS, MAX_ROUNDS_LIMIT
 
 ENV_PREFIX = "QWEN3_PLAYGROUND_"
@@ -58,14 +59,10 @@ def _names(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in (value or "").split(",") if n.strip()))
 
 
-def _host_servers(path: str | None) -> dict[str, Any]:
+def _host_servers(path: str | None) -> dict[str, ServerConfig]:
     """The host's MCP servers, parsed once at start (a bad file stops start-up, naming the variable)."""
     if not path or not path.strip():
         return {}
-    # Imported here: core stays free of playground imports at module load (this one is light; the
-    # mcp SDK itself loads only when a server starts).
-    from playground.tools.mcp_servers import load_mcp_config
-
     try:
         return load_mcp_config(path.strip())
     except PlaygroundError as exc:
@@ -82,8 +79,8 @@ class AppConfig:
     remote_base_url: str | None = None  # hosted mode: the only server the remote backend may use
     remote_api_key_env: str = "OPENAI_API_KEY"
     # The host's tools (hosted mode: the only ones; elsewhere: on top of a user's own): server name ->
-    # playground.tools.mcp_servers.ServerConfig. Not in the repr: a server's env may hold secrets.
-    tool_servers: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
+    # its core.mcp_config.ServerConfig. Not in the repr: a server's env may hold secrets.
+    tool_servers: Mapping[str, ServerConfig] = field(default_factory=dict, repr=False, hash=False)
     allowed_tools: tuple[str, ...] = ()  # tool names visitors may use (empty: every tool of tool_servers)
     tool_calls_per_minute: int = DEFAULT_TOOL_CALLS_PER_MINUTE  # per visitor, hosted mode
     max_tool_rounds: int = DEFAULT_MAX_ROUNDS  # hosted mode: a selection's max_rounds is capped at this

@@ -2,6 +2,11 @@
 
 Yields :class:`ColumnEvent` s tagged with the entry's index, so a UI can stream every column and
 a CLI can collect them. One entry failing (to load, or mid-stream) only ends that column.
+
+With a toolbox, every entry runs its own tool loop on its leased model, with the same toolbox
+(it holds no per-call state; calls of entries running at the same time may run together). Calls
+run without approval. Each call the model writes is followed by a :class:`CallCheck`: whether it
+parsed, names an offered tool and has arguments that fit the tool's schema.
 """
 from __future__ import annotations
 
@@ -9,20 +14,23 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ContextManager
 
 from backends.base import Backend
 from backends.registry import backend_class
 from core.catalog import ModelSpec
-from core.compare import Comparison, EntryResult
+from core.compare import CallCheck, Comparison, EntryResult
 from core.errors import PlaygroundError
-from core.events import ProgressFn
+from core.events import ChatEvent, ProgressFn
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
+from core.tools import AnyCall, Toolbox, ToolCall, ToolCallError, ToolSpec
 
 from playground.service import ModelReady
+from playground.tools.loop import run_tool_loop
+from playground.tools.toolbox import argument_problem
 
 if TYPE_CHECKING:
     from playground.service import Playground
@@ -45,7 +53,7 @@ class EntrySpec:
 class ColumnEvent:
     index: int
     kind: str  # "loaded" | "event" | "error" | "done"
-    payload: Any = None  # ModelReady | ChatEvent | error message | None
+    payload: Any = None  # ModelReady | ChatEvent | CallCheck | error message | None
 
 
 def new_comparison(entries: list[EntrySpec], prompt: str, settings: GenerationSettings, thinking: bool,
@@ -57,12 +65,40 @@ def new_comparison(entries: list[EntrySpec], prompt: str, settings: GenerationSe
     return comparison
 
 
-def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: list[dict[str, str]],
+def check_call(call: AnyCall, specs: Mapping[str, ToolSpec]) -> CallCheck:
+    """Is ``call`` valid: did it parse, does it name one of ``specs``, do its arguments fit?"""
+    if isinstance(call, ToolCallError):
+        return CallCheck(call.id, call.name, None, f"did not parse: {call.message}", call.raw)
+    spec = specs.get(call.name)
+    if spec is None:
+        return CallCheck(call.id, call.name, call.arguments, f"unknown tool {call.name!r}")
+    problem = argument_problem(spec, call.arguments)
+    return CallCheck(call.id, call.name, call.arguments, f"bad arguments: {problem}" if problem else None)
+
+
+def _reply(backend: Backend, request: ChatRequest, stop: threading.Event) -> Iterator[ChatEvent | CallCheck]:
+    """The entry's reply: one generation, or with tools the whole tool loop with every call checked."""
+    if request.toolbox is None:
+        yield from backend.stream_chat(request, stop)
+        return
+    specs = {spec.name: spec for spec in request.toolbox.specs()}
+    stream = run_tool_loop(lambda turn: backend.stream_chat(turn, stop), request, stop)
+    try:
+        for event in stream:
+            yield event
+            if isinstance(event, (ToolCall, ToolCallError)):
+                yield check_call(event, specs)
+    finally:
+        stream.close()
+
+
+def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: list[dict[str, Any]],
                settings: GenerationSettings, thinking: bool, system_prompt: str, acquire: Acquire,
-               stop: threading.Event, load_lock: threading.Lock) -> Iterator[ColumnEvent]:
+               stop: threading.Event, load_lock: threading.Lock,
+               toolbox: Toolbox | None) -> Iterator[ColumnEvent]:
     try:
         spec = playground.resolve(entry.model, entry.backend)
-        request = ChatRequest.build(spec, entry.options, history, settings, thinking, system_prompt or None)
+        request = ChatRequest.build(spec, entry.options, history, settings, thinking, system_prompt or None, toolbox)
         with contextlib.ExitStack() as lease:
             with load_lock:  # the clock starts once it is this entry's turn to load
                 if stop.is_set():
@@ -71,8 +107,12 @@ def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: li
                 started = time.perf_counter()
                 backend = lease.enter_context(acquire(spec, entry.options, None))
             yield ColumnEvent(index, "loaded", ModelReady(backend.describe(), time.perf_counter() - started))
-            for event in backend.stream_chat(request, stop):
-                yield ColumnEvent(index, "event", event)
+            stream = _reply(backend, request, stop)
+            try:
+                for event in stream:
+                    yield ColumnEvent(index, "event", event)
+            finally:
+                stream.close()
     except PlaygroundError as exc:
         yield ColumnEvent(index, "error", str(exc))
     except Exception as exc:  # one column's failure must not end the others
@@ -80,16 +120,16 @@ def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: li
     yield ColumnEvent(index, "done")
 
 
-def run_comparison(playground: Playground, entries: list[EntrySpec], histories: list[list[dict[str, str]]],
+def run_comparison(playground: Playground, entries: list[EntrySpec], histories: list[list[dict[str, Any]]],
                    settings: GenerationSettings, thinking: bool, *, system_prompt: str = "",
                    acquire: Acquire | None = None, concurrent: bool = False,
-                   stop: threading.Event | None = None) -> Iterator[ColumnEvent]:
+                   stop: threading.Event | None = None, toolbox: Toolbox | None = None) -> Iterator[ColumnEvent]:
     """Stream every entry's reply to its own conversation (``histories[i]`` ends with the prompt).
 
     Models come from ``acquire`` (default: the playground's shared pool; the CLI loads each
     entry on its own with ``playground.load_fresh``). Each entry's request is checked by the
     same rules as a chat (``ChatRequest.build``): an entry that always or never thinks follows
-    its model.
+    its model. ``toolbox``: the tools every entry may call (each runs its own tool loop).
     """
     stop = stop or threading.Event()
     acquire = acquire or playground.lease
@@ -101,7 +141,7 @@ def run_comparison(playground: Playground, entries: list[EntrySpec], histories: 
 
     def run(i: int, entry: EntrySpec) -> Iterator[ColumnEvent]:
         return _run_entry(playground, i, entry, histories[i], settings, thinking, system_prompt, acquire, stop,
-                          load_lock)
+                          load_lock, toolbox)
 
     try:
         if not concurrent:

@@ -28,6 +28,7 @@ from core.catalog import ModelSpec, load_catalog
 from core.config import AppConfig
 from core.errors import InvalidSettings, ModelNotFound, PlaygroundError
 from core.events import ChatEvent, ProgressFn, Reply
+from core.mcp_config import ServerConfig, parse_mcp_config
 from core.messages import plain_history
 from core.presets import Preset, default_preset_name, load_presets
 from core.request import ChatRequest, LoadOptions
@@ -36,7 +37,7 @@ from core.tools import DEFAULT_MAX_ROUNDS, DEFAULT_RESULT_CHARS, DEFAULT_TOOL_TI
 from playground.models import materialise
 from playground.tools.code_interpreter import CodeInterpreter
 from playground.tools.loop import Approve, run_tool_loop
-from playground.tools.mcp_servers import McpServerError, ServerConfig, parse_mcp_config
+from playground.tools.mcp_servers import McpServerError
 from playground.tools.policy import (UNAVAILABLE, HostedToolbox, HostSource, RateLimiter, anonymous_id,
                                      is_anonymous_id)
 from playground.tools.sources import ToolSources

@@ -11,7 +11,10 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import gradio as gr
+
 from core.settings import SCHEMA
+from playground import Playground
 
 _KIND = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
@@ -48,3 +51,13 @@ def with_settings(fn: Callable[..., Any], head: list[inspect.Parameter], tail: l
     endpoint.__doc__ = doc
     return endpoint
 
+
+def visitor_of(playground: Playground, request: gr.Request | None) -> str | None:
+    """An anonymous id of who sent a request (hosted mode's per-visitor limits and tool log):
+    the client's address (the first forwarded one behind a proxy), else the browser session."""
+    if request is None:
+        return None
+    headers = getattr(request, "headers", None) or {}
+    raw = (headers.get("x-forwarded-for") or "").split(",")[0].strip() or \
+        getattr(getattr(request, "client", None), "host", None) or request.session_hash or ""
+    return playground.visitor_id(raw) if raw else None

@@ -27,11 +27,13 @@ import gradio as gr
 from core.errors import PlaygroundError
 from playground import Playground
 from ui.chat_files import wire_persistence
-from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, stopped
+from playground.tools.approval import LiveReplies
+from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, make_reply_controls, stopped
 from ui.compare_tab import build_compare_tab, wire_compare_tab
 from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_page_start,
                             model_summary, pick_requested)
 from ui.settings_panel import build_settings_panel, wire_settings_panel
+from ui.tools_panel import build_tools_panel, wire_tools_panel
 
 TITLE = "Qwen3 Playground"
 
@@ -58,20 +60,23 @@ def build_app(playground: Playground | None = None) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=320):
                         models = build_model_panel(playground, info)
                         settings = build_settings_panel(playground, start_spec)
+                        tools = build_tools_panel(playground)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                 compare = build_compare_tab(playground)
-        _wire(playground, demo, chat, models, settings)
-        wire_compare_tab(playground, compare)
+        _wire(playground, demo, chat, models, settings, tools)
+        wire_compare_tab(playground, compare, tools=tools.selection)
     demo.playground = playground  # for tests and embedding: the pool and the start model
     return demo
 
 
-def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings) -> None:
-    chat_api, regenerate_api, chat_json_api, submit_fn, respond_fn, regenerate_fn = make_chat_handlers(playground)
+def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools) -> None:
+    live = LiveReplies()
+    chat_api, regenerate_api, chat_json_api, submit_fn, respond_fn, regenerate_fn = make_chat_handlers(playground, live)
+    halt, decide = make_reply_controls(live)
     load_model = make_load_model(playground)
     apply_defaults = make_apply_model_defaults(playground)
     generation_inputs = [settings.system_prompt, settings.thinking, *settings.sliders, models.model,
-                         models.yarn_factor]
+                         models.yarn_factor, tools.selection]
 
     # chat (UI): Enter / Send move the message into the chat at once, then the reply streams.
     # (Gradio's frontend runs a trigger's events one after another, hence one chain, not two events.)
@@ -85,8 +90,12 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings) -> No
                                          api_visibility="private", show_progress="minimal"))
     # Stop cancels the reply (Gradio closes its generator, which stops the generation), then
     # marks what was cut short; in this order, no late streamed update overwrites the mark
-    chat.stop.click(None, None, None, cancels=replies).then(
+    chat.stop.click(halt, None, None, cancels=replies, queue=False, api_visibility="private",
+                    show_progress="hidden").then(
         stopped, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="private", show_progress="hidden")
+    # a tool call waiting for the user: its Run / Skip options (the reply goes on streaming)
+    chat.chatbot.option_select(decide, None, None, queue=False, api_visibility="private", show_progress="hidden")
+    wire_tools_panel(playground, tools)
     # chat (API): the same replies, stateless, with plain JSON messages
     gr.api(chat_api, api_name="chat")
     gr.api(regenerate_api, api_name="regenerate")

@@ -6,7 +6,6 @@ closing it (Stop: Gradio closes this generator) stops the computation.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -16,15 +15,17 @@ import gradio as gr
 
 from core import chat_io
 from core.errors import PlaygroundError
-from core.events import AnswerDelta, ReasoningDelta, Reply
-from core.messages import content_text, field, is_pending, new_reply_id
+from core.messages import content_text, field, new_reply_id
 from core.settings import SCHEMA
 from playground import ModelReady, Playground
-from ui.api import param, with_settings
+from playground.tools.approval import LiveReplies, ReplyControl
+from playground.tools.selection import ToolSelection
+from ui.api import param, visitor_of, with_settings
 from ui.chat_files import AUTOSAVE_S
-from ui.formatting import (CUT_SHORT, answer_message, close_reply, error_message, finish_thought, split_last_turn,
-                           stats_details, stats_message, thought_message, user_message)
+from ui.formatting import (CUT_SHORT, RUN, SKIP, close_reply, error_message, split_last_turn, stats_details,
+                           stats_message, user_message)
 from ui.progress import gradio_progress
+from ui.reply_view import ReplyView
 
 History = list[Any]
 SETTING_NAMES = tuple(spec.name for spec in SCHEMA)
@@ -70,73 +71,69 @@ def build_chat_tab() -> ChatTab:
 
 
 def stream_reply(playground: Playground, history: History, system_prompt: str, thinking: bool,
-                 settings: Mapping[str, Any], model: str, yarn_factor: float,
-                 progress: Any = None) -> Iterator[History]:
+                 settings: Mapping[str, Any], model: str, yarn_factor: float, progress: Any = None,
+                 tools: Any = None, control: ReplyControl | None = None, visitor: str | None = None
+                 ) -> Iterator[History]:
     """Stream the assistant's turn for ``history`` (which ends with the user's message).
 
-    Yields the whole history after each change: the reasoning panel ("Thinking…", pending)
-    that collapses to "Thought for N s" when the answer starts, the answer, then the stats
-    note. The request is checked before any model loads. A failure becomes an error note;
-    everything before it (a partial reply too) is kept, and the note says the reply was cut short.
+    Yields the whole history after each change (see ``ui.reply_view``), then the stats note.
+    ``tools``: the chat's ``ToolSelection`` (or its JSON data); ``control``: Stop and the
+    Run / Skip decisions of "ask before each call". The request is checked before any model
+    loads. A failure becomes an error note; everything before it (a partial reply too) is kept,
+    and the note says the reply was cut short.
     """
     reply_id = new_reply_id()
-    thought: dict[str, Any] | None = None
-    answer: dict[str, Any] | None = None
-    reply, ready = Reply(), None
-    started = time.perf_counter()
+    view = ReplyView(history, reply_id)
+    ready = None
+    control = control or ReplyControl()
     try:
+        selection = ToolSelection.from_value(tools)
         request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
-                                     thinking=thinking, system_prompt=system_prompt)
-        with closing(playground.chat(request, gradio_progress(progress) if progress else None)) as events:
+                                     thinking=thinking, system_prompt=system_prompt,
+                                     toolbox=playground.toolbox_for(selection, visitor))
+        approve = control.wait if selection.approve_each else None
+        events = playground.chat(request, gradio_progress(progress) if progress else None, control.stop, approve)
+        with closing(events):
             for event in events:
                 if isinstance(event, ModelReady):
-                    ready, started = event, time.perf_counter()
+                    ready = event
+                    view.restart_clock()
                     continue
-                reply.add(event)
-                if isinstance(event, ReasoningDelta):
-                    if thought is None:
-                        thought = thought_message("", reply_id)
-                        history.append(thought)
-                    thought["content"] = reply.reasoning
-                elif isinstance(event, AnswerDelta):
-                    if thought is not None and is_pending(thought):
-                        finish_thought(thought, time.perf_counter() - started)
-                    if answer is None:
-                        answer = answer_message("", reply_id)
-                        history.append(answer)
-                    answer["content"] = reply.answer
-                else:  # the final figures
-                    continue
-                yield history
-        if thought is not None and is_pending(thought):  # cut off while reasoning
-            finish_thought(thought, time.perf_counter() - started, cut_off=True)
-        if answer is None and thought is None:
-            history.append(answer_message("", reply_id))
+                if view.add(event):
+                    yield history
+        view.close()
         summary = ready.info.summary() if ready else model
-        history.append(stats_message(reply.stats, stats_details(reply.stats, summary, request.settings.seed), reply_id))
-        yield history
-    except Exception as exc:  # PlaygroundError: said plainly; anything else: a bug or a lost GPU slot
-        if thought is not None and is_pending(thought):
-            finish_thought(thought, time.perf_counter() - started, cut_off=True)
-        message = str(exc) if isinstance(exc, PlaygroundError) else f"unexpected error: {type(exc).__name__}: {exc}"
-        gr.Warning(message)
-        history.append(error_message(message + (CUT_SHORT if thought is not None or answer is not None else ""),
+        history.append(stats_message(view.reply.stats, stats_details(view.reply.stats, summary, request.settings.seed),
                                      reply_id))
         yield history
+    except Exception as exc:  # PlaygroundError: said plainly; anything else: a bug or a lost GPU slot
+        shown = view.shown_any
+        if shown:
+            view.close()
+        message = str(exc) if isinstance(exc, PlaygroundError) else f"unexpected error: {type(exc).__name__}: {exc}"
+        gr.Warning(message)
+        history.append(error_message(message + (CUT_SHORT if shown else ""), reply_id))
+        yield history
 
 
-def make_chat_handlers(playground: Playground):
-    """(chat, regenerate, chat_json) for the API, (submit, respond, regenerate_ui) for the UI."""
+def make_chat_handlers(playground: Playground, live: LiveReplies):
+    """(chat, regenerate, chat_json) for the API, (submit, respond, regenerate_ui) for the UI;
+    ``live``: the replies in progress (Stop and Run / Skip reach them by session)."""
 
     def answer(history: History, system_prompt: str, thinking: bool, settings: Mapping[str, Any], model: str,
-               yarn_factor: float, progress: Any = None) -> Iterator[History]:
+               yarn_factor: float, tools: Any, request: gr.Request | None, progress: Any = None,
+               api: bool = False) -> Iterator[History]:
         """Answer the user message that ends ``history``; a history ending otherwise is left as is."""
         history = list(history or [])
         if not history or field(history[-1], "role") != "user":
             yield history
             return
-        yield from stream_reply(playground, history, system_prompt, thinking, settings, model, yarn_factor,
-                                progress)
+        session = None if api or request is None else request.session_hash
+        with live.start(session) as control:
+            if api and tools:  # nobody can press Run / Skip in an API call: calls run
+                tools = {**ToolSelection.from_value(tools).to_dict(), "approve_each": False}
+            yield from stream_reply(playground, history, system_prompt, thinking, settings, model, yarn_factor,
+                                    progress, tools, control, visitor_of(playground, request))
 
     def incoming(history: list[dict] | None) -> History:
         """An API client's history, checked and in today's shape (an older export's notes get ids)."""
@@ -147,7 +144,8 @@ def make_chat_handlers(playground: Playground):
 
     # -- the API: stateless, the session's model is a parameter ----------------------------
     def chat(message: str, history: list[dict] | None, system_prompt: str, thinking: bool,
-             settings: dict[str, Any], model: str, yarn_factor: float) -> Iterator[list[dict]]:
+             settings: dict[str, Any], model: str, yarn_factor: float, tools: dict | None = None,
+             request: gr.Request | None = None) -> Iterator[list[dict]]:
         text = content_text(message)
         history = incoming(history)
         if not text.strip():
@@ -162,32 +160,37 @@ def make_chat_handlers(playground: Playground):
             return
         history = [*history, user_message(text)]
         yield history
-        yield from answer(history, system_prompt, thinking, settings, model, yarn_factor)
+        yield from answer(history, system_prompt, thinking, settings, model, yarn_factor, tools, request, api=True)
 
     def regenerate(history: list[dict] | None, system_prompt: str, thinking: bool, settings: dict[str, Any],
-                   model: str, yarn_factor: float) -> Iterator[list[dict]]:
+                   model: str, yarn_factor: float, tools: dict | None = None,
+                   request: gr.Request | None = None) -> Iterator[list[dict]]:
         before, last = split_last_turn(incoming(history))
         if last is None:
             gr.Warning("Nothing to regenerate yet.")
             yield list(history or [])
             return
         yield from answer([*before, user_message(content_text(last))], system_prompt, thinking, settings, model,
-                          yarn_factor)
+                          yarn_factor, tools, request, api=True)
 
     def chat_json(message: str, history: list[dict] | None, system_prompt: str, thinking: bool,
-                  settings: dict[str, Any], model: str, yarn_factor: float) -> dict:
+                  settings: dict[str, Any], model: str, yarn_factor: float, tools: dict | None = None,
+                  request: gr.Request | None = None) -> dict:
         try:
             playground.config.check_message(content_text(message))
             history = [*incoming(history), user_message(content_text(message))]
-            request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
-                                         thinking=thinking, system_prompt=system_prompt)
-            return playground.reply(request).to_dict()
+            toolbox = playground.toolbox_for(
+                {**ToolSelection.from_value(tools).to_dict(), "approve_each": False}, visitor_of(playground, request))
+            chat_request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
+                                              thinking=thinking, system_prompt=system_prompt, toolbox=toolbox)
+            return playground.reply(chat_request).to_dict()
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
 
     head = [param("history", list[dict] | None, None), param("system_prompt", str, ""),
             param("thinking", bool, True)]
-    tail = [param("model", str, playground.start.ref), param("yarn_factor", float, 1.0)]
+    tail = [param("model", str, playground.start.ref), param("yarn_factor", float, 1.0),
+            param("tools", dict | None, None), param("request", gr.Request, None)]
     message = [param("message", str)]
     chat_api = with_settings(chat, message + head, tail, list[dict], "chat", CHAT_DOC)
     regenerate_api = with_settings(regenerate, head, tail, list[dict], "regenerate",
@@ -206,22 +209,23 @@ def make_chat_handlers(playground: Playground):
             return message, list(history or [])
         return "", [*(history or []), user_message(text)]
 
-    def respond(history: History, system_prompt: str, thinking: bool, *rest: Any,
+    # (the request comes first: Gradio passes it only to parameters before ``*rest``)
+    def respond(request: gr.Request, history: History, system_prompt: str, thinking: bool, *rest: Any,
                 progress=gr.Progress()) -> Iterator[History]:
-        *values, model, yarn_factor = rest
+        *values, model, yarn_factor, tools = rest
         yield from answer(history, system_prompt, thinking, dict(zip(SETTING_NAMES, values)), model, yarn_factor,
-                          progress)
+                          tools, request, progress)
 
-    def regenerate_ui(history: History, system_prompt: str, thinking: bool, *rest: Any,
+    def regenerate_ui(request: gr.Request, history: History, system_prompt: str, thinking: bool, *rest: Any,
                       progress=gr.Progress()) -> Iterator[History]:
         before, last = split_last_turn(history)
         if last is None:
             gr.Warning("Nothing to regenerate yet.")
             yield list(history or [])
             return
-        *values, model, yarn_factor = rest
+        *values, model, yarn_factor, tools = rest
         yield from answer([*before, user_message(content_text(last))], system_prompt, thinking,
-                          dict(zip(SETTING_NAMES, values)), model, yarn_factor, progress)
+                          dict(zip(SETTING_NAMES, values)), model, yarn_factor, tools, request, progress)
 
     return chat_api, regenerate_api, chat_json_api, submit, respond, regenerate_ui
 
@@ -233,17 +237,44 @@ N s" with metadata.duration) when the model thinks, the answer message, then a n
 figures. metadata.id says what each assistant message is ("reasoning:…", "answer:…", "stats:…",
 "error:…", "stopped:…"); only answers go back to the model. A generation setting left out (None)
 is the card's preset value for the model and mode; seed -1 or None = random.
+
+`tools` (None: no tools): {"mcp_config": the cards' {"mcpServers": ...} JSON, "enabled": [tool
+names] (None: all), "code_interpreter": bool, "max_rounds": 1-64}; a hosted playground offers only
+its host's tools (name them in "enabled"). Each call is a "tool_call:<reply>:<call id>" message
+and, nested in it (metadata.parent_id), a "tool_result:<reply>:<record>" message whose id ends
+with the call as JSON: {"id", "name", "arguments", "result", "error", "round", "duration_s",
+"truncated"} (as `app.py chat --json`'s tool_calls); send the history back as it is.
 """
 CHAT_JSON_DOC = """One whole reply to `message` after `history`, as `app.py chat --json` prints it:
 {"backend", "model", "reasoning", "answer", "stats": {prompt_tokens, completion_tokens, ttft_s,
 tokens_per_s, total_s, finish_reason, cached_prompt_tokens, reasoning_tokens, load_s, seed},
-"info": {...}}, plus "stop_reason" and "error" when the reply was cut short by an error.
+"info": {...}}, plus "stop_reason" and "error" when the reply was cut short by an error. With
+`tools` (as for /chat), also "messages" (the exchange in OpenAI's format), "tool_calls" and
+"rounds".
 """
 
 
 def stopped(history: History) -> History:
     """Stop: the generator is closed by Gradio; the reply it cut short is marked stopped."""
     return close_reply(history, "stopped")
+
+
+def make_reply_controls(live: LiveReplies):
+    """(halt, decide): Stop's first step (ends the session's generation, tool call or wait for
+    Run / Skip, which closing the generator alone cannot reach), and the Run / Skip options."""
+
+    def halt(request: gr.Request) -> None:
+        control = live.get(request.session_hash if request else None)
+        if control is not None:
+            control.request_stop()
+
+    def decide(event: gr.SelectData, request: gr.Request) -> None:
+        action, _, call_id = str(event.value or "").partition(":")
+        control = live.get(request.session_hash if request else None)
+        if action not in (RUN, SKIP) or control is None or not control.decide(call_id, action == RUN):
+            gr.Info("That call is no longer waiting.")
+
+    return halt, decide
 
 
 def clear() -> tuple[History, str]:

@@ -7,6 +7,10 @@ slots (``--max-models``) than entries, the least recently used idle model is unl
 next one has loaded, so memory holds at most two models at once and the table's load time shows
 every reload. At the same time, every entry is leased together: the pool holds them all while
 they run (above its cap) and trims back to ``--max-models`` afterwards.
+
+Tools: a run takes a tool selection (``ToolSelection.from_value``: the API's ``tools`` parameter,
+else the chat tab's tools panel) and every entry runs its own tool loop with one toolbox; calls
+run automatically ("ask before each call" is the chat's, not the comparison's).
 """
 from __future__ import annotations
 
@@ -25,13 +29,18 @@ from core.events import AnswerDelta
 from core.presets import default_preset_name
 from core.request import LoadOptions
 from core.texts import TEXTS, scoring_text
+from core.tools import Toolbox
 from playground import Playground
 from playground.compare import EntrySpec, collect, new_comparison, run_comparison
+from playground.tools.selection import ToolSelection
+from ui.api import visitor_of
 from ui.compare_view import (FINISHED, LOADING, MAX_ENTRIES, RUNNING, WAITING, chart_data, column_messages,
                              results_table)
 
 AUTO_PRESET = "auto"  # the mode's card preset, its quantized variant when any entry is quantized
 UPDATE_EVERY_S = 0.05  # at most this often while tokens stream (every load, error and end at once)
+AUTOMATIC_CALLS = ("Every entry runs its own tool loop and its calls run automatically: *ask before each call* "
+                   "does not apply in a comparison.")
 
 
 def render(comparison: Comparison | None, status: str, phases: list[str] | None = None,
@@ -95,7 +104,34 @@ def _quantized(playground: Playground, entries: list[EntrySpec]) -> bool:
     return False
 
 
+def chosen_tools(api_value: Any, panel_value: Any) -> Any:
+    """The tool selection of a run: the API's ``tools`` when given, else the chat's tools panel."""
+    return api_value if api_value not in (None, "", {}) else panel_value
+
+
+def tools_note(selection: Any = None, comparison: Comparison | None = None) -> Any:
+    """The note by the results: which tools a comparison used, and that calls run unasked."""
+    if comparison is not None and comparison.uses_tools:
+        text = (f"**Tools:** {', '.join(comparison.tools or [])} (up to {comparison.max_tool_rounds} rounds per "
+                f"entry). {AUTOMATIC_CALLS}")
+        return gr.Markdown(text, visible=True)
+    try:
+        chosen = ToolSelection.from_value(selection)
+    except PlaygroundError:  # the run says what is wrong
+        chosen = ToolSelection()
+    if chosen.empty:
+        return gr.Markdown("", visible=False)
+    return gr.Markdown(f"**Tools are on.** {AUTOMATIC_CALLS}", visible=True)
+
+
 def make_compare_handlers(playground: Playground):
+    def toolbox_of(selection: Any, request: gr.Request | None) -> Toolbox | None:
+        try:
+            return playground.toolbox_for(selection, visitor_of(playground, request))
+        except PlaygroundError as exc:
+            message = str(exc)  # ToolSelection's own messages start "tools: "
+            raise gr.Error(f"Tools: {message.removeprefix('tools: ')}") from None
+
     def settings_for(entries: list[EntrySpec], thinking: bool, preset: str | None, seed: Any,
                      max_new_tokens: Any):
         name = preset if preset and preset != AUTO_PRESET else default_preset_name(bool(thinking), _quantized(playground, entries))
@@ -110,9 +146,9 @@ def make_compare_handlers(playground: Playground):
             raise gr.Error(str(exc)) from None
 
     def run_turn(comparison: Comparison, entries: list[EntrySpec], prompt: str, settings, thinking: bool,
-                 system_prompt: str, concurrent: bool) -> Iterator[tuple[Any, ...]]:
+                 system_prompt: str, concurrent: bool, toolbox: Toolbox | None) -> Iterator[tuple[Any, ...]]:
         """Stream one turn of every column; closing this generator (Stop) stops them all."""
-        histories = comparison.start_turn(prompt)
+        histories = comparison.start_turn(prompt, toolbox)
         comparison.settings, comparison.thinking = settings.to_dict(), bool(thinking)
         comparison.system_prompt = system_prompt or ""
         count = len(entries)
@@ -120,10 +156,12 @@ def make_compare_handlers(playground: Playground):
         loaded_at: dict[int, float] = {}
         thought_s: dict[int, float] = {}
         mode = "at the same time" if concurrent else "one after another"
+        if comparison.uses_tools:
+            mode += " with tools (calls run automatically)"
         started = time.perf_counter()
         yield render(comparison, f"Running {count} entries {mode}…", phases)
         events = run_comparison(playground, entries, histories, settings, bool(thinking),
-                                system_prompt=system_prompt or "", concurrent=bool(concurrent))
+                                system_prompt=system_prompt or "", concurrent=bool(concurrent), toolbox=toolbox)
         last = 0.0
         try:
             for event in events:
@@ -150,26 +188,32 @@ def make_compare_handlers(playground: Playground):
     def compare(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
                 model_4: str | None, yarn_4: float, prompt: str, system_prompt: str = "", thinking: bool = True,
                 preset: str = AUTO_PRESET, seed: int = 0, max_new_tokens: int = 32768, concurrent: bool = False,
-                comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
-        """A new comparison: ``prompt`` on 2-4 entries (model + YaRN factor; empty model = unused)."""
+                comparison: Comparison | None = None, tools: Any = None,
+                panel_tools: Any = None, request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
+        """A new comparison: ``prompt`` on 2-4 entries (model + YaRN factor; empty model = unused).
+        ``tools``: a tool selection (the API's; else ``panel_tools``, the chat's tools panel)."""
         entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
         if not (prompt or "").strip():
             raise gr.Error("Type a prompt first.")
         settings = settings_for(entries, thinking, preset, seed, max_new_tokens)
+        toolbox = toolbox_of(chosen_tools(tools, panel_tools), request)
         fresh = new_comparison(entries, prompt, settings, bool(thinking), system_prompt or "")
-        yield from run_turn(fresh, entries, prompt, settings, thinking, system_prompt, concurrent)
+        yield from run_turn(fresh, entries, prompt, settings, thinking, system_prompt, concurrent, toolbox)
 
     def follow_up(prompt: str, system_prompt: str = "", thinking: bool = True, preset: str = AUTO_PRESET,
                   seed: int = 0, max_new_tokens: int = 32768, concurrent: bool = False,
-                  comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
-        """Send ``prompt`` to every column's own conversation (the session's comparison's entries)."""
+                  comparison: Comparison | None = None, tools: Any = None,
+                  panel_tools: Any = None, request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
+        """Send ``prompt`` to every column's own conversation (the session's comparison's entries),
+        with this turn's tools (as for :func:`compare`)."""
         if comparison is None or not comparison.entries:
             raise gr.Error("Start a comparison first (Compare), then follow up.")
         if not (prompt or "").strip():
             raise gr.Error("Type a follow-up message first.")
         entries = comparison_entries(playground, comparison)
         settings = settings_for(entries, thinking, preset, seed, max_new_tokens)
-        yield from run_turn(comparison, entries, prompt, settings, thinking, system_prompt, concurrent)
+        toolbox = toolbox_of(chosen_tools(tools, panel_tools), request)
+        yield from run_turn(comparison, entries, prompt, settings, thinking, system_prompt, concurrent, toolbox)
 
     def stopped(comparison: Comparison | None) -> tuple[Any, ...]:
         """After Stop: columns without statistics are marked stopped, spinners close."""

@@ -3,9 +3,12 @@
 API endpoints (``gradio_client``; the session's comparison is kept between calls, per client):
 - ``/compare`` (streaming): model_1, yarn_1, ..., model_4, yarn_4 (empty model = unused), prompt,
   system_prompt, thinking, preset ("auto" or a preset name), seed (-1 = random), max_new_tokens,
-  concurrent -> (column 1..4 messages, results table, tokens/s chart, memory chart, status)
+  concurrent, tools (optional: a ``ToolSelection`` dict such as ``{"mcp_config": {...},
+  "max_rounds": 8}``; None = the session's tools panel, if any) -> (column 1..4 messages, results
+  table, tokens/s chart, memory chart, status). With tools every entry runs its own tool loop,
+  calls run automatically, and the table adds tool calls, valid calls, rounds, same final answer
 - ``/compare_follow_up`` (streaming): prompt, system_prompt, thinking, preset, seed,
-  max_new_tokens, concurrent -> the same; every column continues its own conversation
+  max_new_tokens, concurrent, tools -> the same; every column continues its own conversation
 - ``/compare_perplexity`` (streaming): the eight entry fields, text (a shipped text's name),
   pasted (wins when not empty) -> the same
 - ``/compare_export``: -> (JSON file, Markdown file)
@@ -15,12 +18,13 @@ Cancelling a /compare or /compare_follow_up job (the Stop button) stops every co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from core.settings import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from core.yarn import MAX_FACTOR
-from ui.compare_handlers import AUTO_PRESET, make_compare_handlers, text_choices
+from ui.compare_handlers import AUTO_PRESET, chosen_tools, make_compare_handlers, text_choices, tools_note
 from ui.compare_view import MAX_ENTRIES, TABLE_HEADERS
 from playground import Playground
 from ui.formatting import THINKING_INFO
@@ -47,6 +51,7 @@ class CompareTab:
     stop: gr.Button
     clear: gr.Button
     status: gr.Markdown
+    tools_note: gr.Markdown  # shown when tools are on: calls run automatically
     table: gr.Dataframe
     tokens_chart: gr.BarPlot
     memory_chart: gr.BarPlot
@@ -58,6 +63,7 @@ class CompareTab:
     markdown_file: gr.File
     import_file: gr.File
     state: gr.State
+    tools: gr.JSON  # hidden: the API's ``tools`` parameter (the page's come from the chat's tools panel)
 
 
 def build_compare_tab(playground: Playground) -> CompareTab:
@@ -103,6 +109,7 @@ def build_compare_tab(playground: Playground) -> CompareTab:
         system_prompt = gr.Textbox(label="System prompt", lines=1, placeholder="Optional",
                                    elem_id="compare-system-prompt")
         gr.Markdown(POOL_NOTE.format(slots=playground.pool.max_models))
+    tools_note = gr.Markdown("", visible=False, elem_id="compare-tools-note")
     table = gr.Dataframe(value=None, headers=TABLE_HEADERS, label="Results (agreement: vs the first entry)",
                          interactive=False, wrap=True, elem_id="compare-table")
     with gr.Row():
@@ -126,30 +133,49 @@ def build_compare_tab(playground: Playground) -> CompareTab:
             import_file = gr.File(label="Import a JSON export", file_types=[".json"], type="filepath",
                                   elem_id="compare-import")
     state = gr.State(None)
+    tools = gr.JSON(None, visible=False, label="tools")
     return CompareTab(models, yarns, columns, prompt, system_prompt, thinking, preset, seed, max_new_tokens,
-                      concurrent, compare, follow_up, stop, clear, status, table, tokens_chart, memory_chart, text,
-                      pasted, score, export, json_file, markdown_file, import_file, state)
+                      concurrent, compare, follow_up, stop, clear, status, tools_note, table, tokens_chart,
+                      memory_chart, text, pasted, score, export, json_file, markdown_file, import_file, state, tools)
 
 
-def wire_compare_tab(playground: Playground, tab: CompareTab) -> None:
+def wire_compare_tab(playground: Playground, tab: CompareTab, tools: gr.components.Component | None = None) -> None:
+    """Wire the tab's events. ``tools``: the chat's tools panel (e.g. a ``gr.State`` holding a
+    ``ToolSelection`` dict), used when an API call passes no ``tools`` of its own."""
     compare, follow_up, stopped, perplexity, export, import_json, clear = make_compare_handlers(playground)
     entries = [field for pair in zip(tab.models, tab.yarns) for field in pair]
     settings = [tab.prompt, tab.system_prompt, tab.thinking, tab.preset, tab.seed, tab.max_new_tokens,
                 tab.concurrent]
     outputs = [*tab.columns, tab.table, tab.tokens_chart, tab.memory_chart, tab.status, tab.state]
+    # a gr.State input is not an API parameter: the API's trailing ``tools`` is the hidden tab.tools
+    selection = [tab.tools, *([tools] if tools is not None else [])]
+    # the note by the results: from the selection as a run starts (registered first: the page runs
+    # a trigger's events in order), then from the comparison the session holds after every change
+    def note_of_selection(api_tools: Any, panel_tools: Any = None) -> Any:
+        return tools_note(chosen_tools(api_tools, panel_tools))
+
+    def note_of(comparison: Any) -> Any:
+        return tools_note(comparison=comparison)
+
+    quiet = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+    for button in (tab.compare, tab.follow_up):
+        button.click(note_of_selection, selection, [tab.tools_note], **quiet)
     runs = [
-        tab.compare.click(compare, [*entries, *settings, tab.state], outputs, api_name="compare",
+        tab.compare.click(compare, [*entries, *settings, tab.state, *selection], outputs, api_name="compare",
                           show_progress="minimal"),
-        tab.follow_up.click(follow_up, [*settings, tab.state], outputs, api_name="compare_follow_up",
+        tab.follow_up.click(follow_up, [*settings, tab.state, *selection], outputs, api_name="compare_follow_up",
                             show_progress="minimal"),
         tab.score.click(perplexity, [*entries, tab.text, tab.pasted, tab.state], outputs,
                         api_name="compare_perplexity", show_progress="minimal"),
     ]
+    for run in runs:
+        run.then(note_of, [tab.state], [tab.tools_note], **quiet)
     # Stop cancels the run (Gradio closes its generator, whose finally stops every column), then
     # marks the columns it cut short
     tab.stop.click(None, None, None, cancels=runs).then(stopped, [tab.state], outputs, queue=False,
                                                          api_visibility="private", show_progress="hidden")
     tab.export.click(export, [tab.state], [tab.json_file, tab.markdown_file], api_name="compare_export")
-    tab.import_file.upload(import_json, [tab.import_file], [*outputs, *entries], api_name="compare_import")
-    tab.clear.click(clear, None, outputs, queue=False, api_visibility="private", show_progress="hidden")
+    tab.import_file.upload(import_json, [tab.import_file], [*outputs, *entries], api_name="compare_import").then(
+        note_of, [tab.state], [tab.tools_note], **quiet)
+    tab.clear.click(clear, None, outputs, **quiet).then(note_of, [tab.state], [tab.tools_note], **quiet)
 

@@ -3,7 +3,9 @@
 Pure functions (no Gradio events, no model library): every column's chat messages in the chat
 tab's style (reasoning panel, answer, stats note), the results table and the bar charts' data.
 A live run passes each column's phase and measured reasoning time; an imported comparison is
-rendered from its figures.
+rendered from its figures. With tools, a column shows every generation of its tool loop with each
+round's calls after it (name, arguments, then the result or the error), and the table adds the
+tool columns (``TOOL_COLUMNS``).
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ModelInfo
-from core.compare import Comparison, EntryResult
+from core.compare import Comparison, EntryResult, call_text
 from core.events import GenerationStats
-from core.messages import new_reply_id
+from core.messages import message_id, new_reply_id
 from ui.formatting import (answer_message, error_message, finish_thought, note_message, stats_details, stats_message,
                            stopped_message, thought_message, user_message)
 
@@ -29,6 +31,12 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("perplexity", "perplexity"), ("error", "error"),
 )
 TABLE_HEADERS = [header for _, header in TABLE_COLUMNS]
+# with tools, after "same answer" (the first entry is the reference: "ref")
+TOOL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("tool_calls", "tool calls"), ("valid_calls", "valid calls"), ("rounds", "rounds"),
+    ("final_answer_matches", "same final answer"),
+)
+REFERENCE = "ref"
 _DIGITS = {"load_s": 2, "ttft_s": 3, "tokens_per_s": 1, "total_s": 2, "memory_mib": 1, "perplexity": 3}
 
 
@@ -56,28 +64,61 @@ def _summary(entry: EntryResult) -> str:
         return str(entry.info.get("model", entry.model))
 
 
-def _reply(messages: list[dict[str, Any]], reasoning: str, answer: str, stats: dict[str, Any] | None,
-           error: str | None, stop_reason: str | None, summary: str, *, live: bool = False,
-           thought_s: float | None = None, load_s: float | None = None) -> None:
-    """One turn's reply: thought panel, answer, then a stats / error / stopped note."""
+def _call_message(record: dict[str, Any], reply_id: str, live: bool) -> dict[str, Any]:
+    """One tool call: what the model asked for in the title, the result (or error) below."""
+    if not record.get("valid", True):
+        title = f"Invalid tool call ({record.get('problem')}): {call_text(record)}"
+    elif record.get("error"):
+        title = f"Tool call failed ({record['error']}): {call_text(record)}"
+    else:
+        title = f"Tool call: {call_text(record)}"
+    metadata: dict[str, Any] = {"id": message_id("tool_call", reply_id, record.get("id") or ""), "title": title,
+                                "status": "done"}
+    if record.get("result") is None:
+        body = "Running…" if live else "Not run."
+        metadata["status"] = "pending" if live else "done"
+    else:
+        body = record["result"]  # an error result says so itself ("Error: ...")
+        metadata["duration"] = record.get("duration_s") or 0.0
+    return {"role": "assistant", "content": body, "metadata": metadata}
+
+
+def _reply(messages: list[dict[str, Any]], reply: EntryResult, summary: str, *, live: bool = False,
+           thought_s: float | None = None, load_s: float | None = None, max_rounds: int | None = None) -> None:
+    """One turn's reply (``reply``: its text, figures, calls): each generation's thought panel and
+    answer with its round's calls after it, then a stats / error / stopped note (with tools: the
+    figures of the whole turn)."""
     reply_id = new_reply_id()
-    if reasoning:
-        thought = thought_message(reasoning, reply_id)
-        if not live or answer or stats is not None or error or stop_reason:
-            seconds = thought_s if thought_s is not None else _reasoning_seconds(stats)
-            finish_thought(thought, seconds, cut_off=not answer and (stats is None or
-                                                                      stats.get("finish_reason") != "stop"))
-        messages.append(thought)
-    if answer:
-        messages.append(answer_message(answer, reply_id))
+    generations = [*reply.steps, {"reasoning": reply.reasoning, "answer": reply.answer, "stats": reply.stats}]
+    stats, answer = reply.stats, reply.answer
+    for number, generation in enumerate(generations, 1):
+        final = number == len(generations)
+        if generation["reasoning"]:
+            thought = thought_message(generation["reasoning"], reply_id)
+            if not final:
+                finish_thought(thought, _reasoning_seconds(generation.get("stats")))
+            elif not live or answer or stats is not None or reply.error or reply.stop_reason:
+                seconds = thought_s if thought_s is not None and not reply.steps else _reasoning_seconds(stats)
+                finish_thought(thought, seconds, cut_off=not answer and (stats is None or
+                                                                          stats.get("finish_reason") != "stop"))
+            messages.append(thought)
+        if generation["answer"]:
+            messages.append(answer_message(generation["answer"], reply_id))
+        messages += [_call_message(c, reply_id, live) for c in reply.tool_calls if c["round"] == number]
+    if reply.stop_reason == "round_limit":
+        messages.append(note_message(f"Round limit: the model still called tools after {max_rounds or '?'} rounds; "
+                                     "these calls did not run", reply_id))
     if stats is not None:
-        details = stats_details(_stats(stats), summary)
+        figures = _stats(reply.turn_stats())
+        details = stats_details(figures, summary)
+        if reply.steps:
+            details += f"\n\n{len(generations)} generations (tool rounds) in this turn: figures for all of them"
         if load_s is not None:
             details += f"\n\nLoad {load_s:.2f} s (0 when the model was already loaded)"
-        messages.append(stats_message(_stats(stats), details, reply_id))
-    elif error:
-        messages.append(error_message(error, reply_id))
-    elif stop_reason == "stopped":
+        messages.append(stats_message(figures, details, reply_id))
+    elif reply.error:
+        messages.append(error_message(reply.error, reply_id))
+    elif reply.stop_reason == "stopped":
         messages.append(stopped_message(reply_id))
 
 
@@ -89,8 +130,11 @@ def column_messages(comparison: Comparison, index: int, phase: str = FINISHED,
     messages: list[dict[str, Any]] = []
     for turn in entry.turns:
         messages.append(user_message(turn["prompt"]))
-        _reply(messages, turn.get("reasoning", ""), turn.get("answer", ""), turn.get("stats"), turn.get("error"),
-               turn.get("stop_reason"), summary)
+        earlier = EntryResult(entry.label, entry.model, reasoning=turn.get("reasoning", ""),
+                              answer=turn.get("answer", ""), stats=turn.get("stats"), error=turn.get("error"),
+                              stop_reason=turn.get("stop_reason"), steps=turn.get("steps") or [],
+                              tool_calls=turn.get("tool_calls") or [])
+        _reply(messages, earlier, summary)
     if not entry.history or entry.history[-1]["role"] != "user":  # no turn yet (e.g. only perplexity)
         if entry.error:
             messages.append(error_message(entry.error, new_reply_id()))
@@ -100,8 +144,8 @@ def column_messages(comparison: Comparison, index: int, phase: str = FINISHED,
         messages.append(note_message("Waiting for its turn (one entry after another)", new_reply_id()))
     elif phase == LOADING:
         messages.append(note_message("Loading the model…", new_reply_id()))
-    _reply(messages, entry.reasoning, entry.answer, entry.stats, entry.error, entry.stop_reason, summary,
-           live=phase == RUNNING, thought_s=thought_s, load_s=entry.load_s)
+    _reply(messages, entry, summary, live=phase == RUNNING, thought_s=thought_s, load_s=entry.load_s,
+           max_rounds=comparison.max_tool_rounds)
     return messages
 
 
@@ -118,11 +162,21 @@ def _cell(key: str, value: Any) -> Any:
     return value
 
 
+def table_columns(comparison: Comparison | None) -> list[tuple[str, str]]:
+    """The table's (key, header) pairs: the tool columns only when the comparison used tools."""
+    if comparison is None or not comparison.uses_tools:
+        return list(TABLE_COLUMNS)
+    at = [key for key, _ in TABLE_COLUMNS].index("answer_matches") + 1
+    return [*TABLE_COLUMNS[:at], *TOOL_COLUMNS, *TABLE_COLUMNS[at:]]
+
+
 def results_table(comparison: Comparison | None) -> pd.DataFrame:
     """``comparison.rows()`` with readable headers and rounded figures (agreement vs the first entry)."""
     rows = comparison.rows() if comparison else []
-    data = [[_cell(key, row.get(key)) for key, _ in TABLE_COLUMNS] for row in rows]
-    return pd.DataFrame(data, columns=TABLE_HEADERS).astype(str)
+    columns = table_columns(comparison)
+    data = [[REFERENCE if key == "final_answer_matches" and index == 0 else _cell(key, row.get(key))
+             for key, _ in columns] for index, row in enumerate(rows)]
+    return pd.DataFrame(data, columns=[header for _, header in columns]).astype(str)
 
 
 def chart_data(comparison: Comparison | None, key: str) -> pd.DataFrame:

@@ -6,11 +6,14 @@ Titles are for reading only.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.events import GenerationStats
-from core.messages import ENDINGS, field, is_pending, kind_of, message_id, metadata_of, new_reply_id, reply_id_of
+from core.messages import (ENDINGS, field, is_pending, kind_of, message_id, metadata_of, new_reply_id, reply_id_of,
+                           tool_result_id)
 
 THINKING_TITLE = "Thinking…"
 THINKING_INFO = "Hard switch (enable_thinking). End a message with /think or /no_think for the soft switch."
@@ -69,6 +72,60 @@ def note_message(title: str, reply_id: str, body: str = "") -> dict[str, Any]:
     return _assistant("note", reply_id, body, title=title, status="done")
 
 
+# -- tool calls -----------------------------------------------------------------------------
+RUN, SKIP = "run", "skip"
+_OUTCOME = {"declined": " skipped", "cancelled": " stopped"}  # the values of a call's Run / Skip options ("run:<call id>")
+PREVIEW_CHARS = 90
+ERROR_LABELS = {"invalid_call": "the call did not parse", "unknown_tool": "unknown tool",
+                "bad_arguments": "bad arguments", "tool_error": "the tool failed", "timeout": "timed out",
+                "cancelled": "stopped", "declined": "skipped by you", "rate_limited": "rate limited"}
+
+
+def fenced(text: str, language: str = "") -> str:
+    """``text`` in a code fence longer than any run of backticks inside it (shown verbatim)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text}\n{fence}"
+
+
+def tool_call_message(call_id: str, name: str, arguments: Any, reply_id: str, awaiting: bool = False
+                      ) -> dict[str, Any]:
+    """A call while it runs (pending, "running…"), or waiting for the user's Run / Skip."""
+    shown = json.dumps(arguments, ensure_ascii=False, indent=2) if isinstance(arguments, Mapping) else str(arguments)
+    message = _assistant("tool_call", reply_id, fenced(shown, "json"), title=f"Tool call: {name}", status="pending",
+                         log="waiting for you: Run or Skip" if awaiting else "running…")
+    message["metadata"]["id"] = message_id("tool_call", reply_id, call_id)
+    if awaiting:
+        message["options"] = [{"value": f"{RUN}:{call_id}", "label": "▶ Run"},
+                              {"value": f"{SKIP}:{call_id}", "label": "Skip"}]
+    return message
+
+
+def finish_tool_call(message: dict[str, Any], record: Mapping[str, Any]) -> None:
+    """The call is done: its duration, and a one-line preview of the result (or what went wrong)."""
+    error = record.get("error")
+    if error:
+        log = ERROR_LABELS.get(error, error)
+    else:
+        flat = " ".join(str(record.get("result", "")).split())
+        log = flat[:PREVIEW_CHARS] + ("…" if len(flat) > PREVIEW_CHARS else "") or "(empty result)"
+    message.pop("options", None)
+    message["metadata"] = {"id": metadata_of(message).get("id"),
+                           "title": f"Tool call{_OUTCOME.get(error, ' failed') if error else ''}: {record['name']}",
+                           "status": "done", "duration": round(float(record.get("duration_s", 0.0)), 2), "log": log}
+
+
+def tool_result_message(record: Mapping[str, Any], reply_id: str, parent_id: str) -> dict[str, Any]:
+    """The full result, nested in its call (collapsed); its id carries the call record."""
+    result = str(record.get("result", ""))
+    error = record.get("error")
+    title = f"Error: {ERROR_LABELS.get(error, error)}" if error else \
+        f"Result · {len(result):,} characters" + (" (truncated to the size cap)" if record.get("truncated") else "")
+    return {"role": "assistant", "content": fenced(result),
+            "metadata": {"id": tool_result_id(reply_id, dict(record)), "parent_id": parent_id, "title": title,
+                         "status": "done"}}
+
+
 def _last_reply_id(history: Sequence[Any]) -> str:
     last = history[-1] if history else None
     return (reply_id_of(last) if last is not None else None) or new_reply_id()
@@ -81,9 +138,12 @@ def close_reply(history: Sequence[Any], ending: str) -> list[Any]:
     for message in history or []:
         if is_pending(message):
             message = {"role": "assistant", "content": field(message, "content"), "metadata": dict(metadata_of(message))}
-            finish_thought(message, 0.0, stopped=ending == "stopped")
-            if ending == "interrupted":
-                message["metadata"]["title"] = "Thought (interrupted)"
+            if kind_of(message) == "tool_call":  # it never ran, or its result never came
+                message["metadata"].update(status="done", log="stopped" if ending == "stopped" else "interrupted")
+            else:
+                finish_thought(message, 0.0, stopped=ending == "stopped")
+                if ending == "interrupted":
+                    message["metadata"]["title"] = "Thought (interrupted)"
         out.append(message)
     if out and kind_of(out[-1]) not in ENDINGS:
         rid = _last_reply_id(out)

@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,10 @@ class Playground:
         self._visitor_salt = secrets.token_bytes(32)  # visitor ids mean nothing outside this process
         # On a ZeroGPU Space only the generation runs with a GPU attached (spaces.GPU, sized
         # from max_new_tokens); everywhere else this is the plain method.
-        self._generate_on_gpu = gpu(self._generate)
+        generate = self._generate
+        self._generate_on_gpu = gpu(generate)
+        # ZeroGPU's worker gets plain data only: there a stop event stays behind (Stop closes the stream)
+        self._stop_reaches_generation = self._generate_on_gpu is generate
 
     # -- start-up ------------------------------------------------------------------------
     def start_up(self, requested: str | None = None) -> StartModel:
@@ -350,7 +353,11 @@ class Playground:
             yield ModelReady(backend.describe(), time.perf_counter() - started)
 
             def generate(turn: ChatRequest) -> Iterator[ChatEvent]:
-                return self._generate_on_gpu(turn, stop, max_new_tokens=turn.settings.max_new_tokens)
+                if self._stop_reaches_generation:
+                    return self._generate_on_gpu(turn, stop, max_new_tokens=turn.settings.max_new_tokens)
+                # the tools themselves stay here (the tool loop runs them); the model gets their specs
+                return self._generate_on_gpu(replace(turn, toolbox=None), None,
+                                             max_new_tokens=turn.settings.max_new_tokens)
 
             stream = run_tool_loop(generate, request, stop, approve) if request.toolbox else generate(request)
             try:

@@ -120,6 +120,34 @@ def test_on_zerogpu_the_generation_runs_in_spaces_gpu(monkeypatch, tiny_bf16):
     playground.pool.unload_all()
 
 
+def test_on_zerogpu_a_tool_loop_with_stop_sends_plain_data_to_the_gpu(monkeypatch, tiny_bf16):
+    """The tools and the stop event stay in the main process (the tool loop runs the calls there);
+    the GPU worker gets the request with the tools' specs only."""
+    import threading
+
+    import torch
+
+    torch.set_num_threads(1)
+    from backends.pool import ModelPool
+    from playground import Playground
+    from playground.tools.toolbox import FunctionTools, Toolbox
+    from tinymodels.script import WEATHER_Q, WEATHER_REPORTS, WEATHER_TOOLS
+
+    fake = FakeSpaces()
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    playground = Playground(pool=ModelPool())
+    weather = FunctionTools("weather", [(WEATHER_TOOLS[0], lambda city: WEATHER_REPORTS[city]),
+                                        (WEATHER_TOOLS[1], lambda: "Paris")])
+    request = playground.request([{"role": "user", "content": WEATHER_Q}], model="tiny-bf16", toolbox=Toolbox([weather]),
+                                 settings={"seed": 7, "max_new_tokens": 300})
+    result_events = list(playground.chat(request, stop=threading.Event()))
+    answers = "".join(getattr(e, "text", "") for e in result_events if type(e).__name__ == "AnswerDelta")
+    assert answers == "It is sunny and 21 degrees in Paris."
+    assert fake.calls == [zerogpu.gpu_duration(300)] * 2  # one GPU slot per round
+    playground.pool.unload_all()
+
+
 def test_zerogpu_without_the_package_still_runs(monkeypatch, capsys):
     monkeypatch.setenv("SPACES_ZERO_GPU", "1")
     monkeypatch.setitem(sys.modules, "spaces", None)  # "not installed"

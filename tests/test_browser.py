@@ -92,11 +92,14 @@ def test_chat_reasoning_panel_thinking_toggle_offline(browser, ui_server, slow_t
     assert generating(), "the endless reply should be generating"
     page.locator("#stop").click()
     expect(chat).to_contain_text("Stopped")
+    # Stop sets the reply's stop event (the generation ends) and cancels the event (Gradio closes
+    # the stream, which hands the model back): both within moments
+    lock = slow_tiny_model._generation_lock
     deadline = time.monotonic() + 5
-    while generating() and time.monotonic() < deadline:
+    while (generating() or lock.locked()) and time.monotonic() < deadline:
         page.wait_for_timeout(50)  # not time.sleep: the request router runs inside Playwright calls
     assert not generating(), "generate kept running after Stop"
-    assert not slow_tiny_model._generation_lock.locked()
+    assert not lock.locked(), "the model was not handed back after Stop"
     expect(chat.locator("[data-testid=bot]").first).to_contain_text("la la la")  # what was streamed stays
 
     # changing a slider marks the preset as customised

@@ -3,8 +3,9 @@
 API endpoints (``gradio_client``):
 - ``/chat`` (streaming): message, history, system_prompt, thinking, then every generation
   setting of ``core.settings.SCHEMA`` (temperature, top_p, top_k, min_p, presence_penalty,
-  max_new_tokens, seed; None = the card's preset value), model, yarn_factor -> history (JSON
-  messages; ``metadata.id`` says what each assistant message is)
+  max_new_tokens, seed; None = the card's preset value), model, yarn_factor, tools (a
+  ``ToolSelection`` as JSON, None = no tools) -> history (JSON messages; ``metadata.id`` says what
+  each assistant message is, a tool result's carries its call record)
 - ``/regenerate`` (streaming): the same without message -> history
 - ``/chat_json``: the same as ``/chat`` -> one object, exactly what ``app.py chat --json`` prints
 - ``/load_model``: model, yarn_factor -> (model, yarn_factor, status, info); a failed load

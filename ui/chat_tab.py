@@ -72,13 +72,14 @@ def build_chat_tab() -> ChatTab:
 
 def stream_reply(playground: Playground, history: History, system_prompt: str, thinking: bool,
                  settings: Mapping[str, Any], model: str, yarn_factor: float, progress: Any = None,
-                 tools: Any = None, control: ReplyControl | None = None, visitor: str | None = None
-                 ) -> Iterator[History]:
+                 tools: Any = None, control: ReplyControl | None = None, visitor: str | None = None,
+                 can_ask: bool = True) -> Iterator[History]:
     """Stream the assistant's turn for ``history`` (which ends with the user's message).
 
     Yields the whole history after each change (see ``ui.reply_view``), then the stats note.
     ``tools``: the chat's ``ToolSelection`` (or its JSON data); ``control``: Stop and the
-    Run / Skip decisions of "ask before each call". The request is checked before any model
+    Run / Skip decisions of "ask before each call" (``can_ask`` False, as in an API call where
+    nobody can press them: calls run). The request is checked before any model
     loads. A failure becomes an error note; everything before it (a partial reply too) is kept,
     and the note says the reply was cut short.
     """
@@ -91,7 +92,7 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
         request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
                                      thinking=thinking, system_prompt=system_prompt,
                                      toolbox=playground.toolbox_for(selection, visitor))
-        approve = control.wait if selection.approve_each else None
+        approve = control.wait if selection.approve_each and can_ask else None
         events = playground.chat(request, gradio_progress(progress) if progress else None, control.stop, approve)
         with closing(events):
             for event in events:
@@ -130,10 +131,8 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
             return
         session = None if api or request is None else request.session_hash
         with live.start(session) as control:
-            if api and tools:  # nobody can press Run / Skip in an API call: calls run
-                tools = {**ToolSelection.from_value(tools).to_dict(), "approve_each": False}
             yield from stream_reply(playground, history, system_prompt, thinking, settings, model, yarn_factor,
-                                    progress, tools, control, visitor_of(playground, request))
+                                    progress, tools, control, visitor_of(playground, request), can_ask=not api)
 
     def incoming(history: list[dict] | None) -> History:
         """An API client's history, checked and in today's shape (an older export's notes get ids)."""
@@ -179,8 +178,7 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
         try:
             playground.config.check_message(content_text(message))
             history = [*incoming(history), user_message(content_text(message))]
-            toolbox = playground.toolbox_for(
-                {**ToolSelection.from_value(tools).to_dict(), "approve_each": False}, visitor_of(playground, request))
+            toolbox = playground.toolbox_for(tools, visitor_of(playground, request))  # calls run: nobody to ask
             chat_request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
                                               thinking=thinking, system_prompt=system_prompt, toolbox=toolbox)
             return playground.reply(chat_request).to_dict()

@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import BackendError, PlaygroundError, PromptError
-from core.events import BackendItem, ChatEvent, GenerationStats, Perplexity, ProgressFn
+from core.events import (BackendItem, ChatEvent, GenerationStats, Perplexity, ProgressFn, RawDelta,
+                         ThinkingBudgetReached)
+from core.reasoning import EARLY_STOP_TEXT
 from core.reply_split import ReplySplitter
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
@@ -126,6 +128,8 @@ class Backend(ABC):
     name: ClassVar[str]
     # True for a server that batches requests itself (the remote backend): no per-model lock.
     parallel_replies: ClassVar[bool] = False
+    # True when _generate can continue a reply from a prefix (what a thinking budget needs)
+    continues_replies: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.spec: ModelSpec | None = None
@@ -152,8 +156,12 @@ class Backend(ABC):
 
     @abstractmethod
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
-                  stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:
+                  stop: StopSignal, tools: list[dict[str, Any]] | None = None, prefix: str = ""
+                  ) -> Iterator[BackendItem]:
         """Yield the reply as :class:`RawDelta` (or pre-split deltas), then one GenerationStats.
+
+        ``prefix`` (only with ``continues_replies``): the start of the assistant's reply, already
+        written (markup included), to continue from.
 
         ``messages`` already follow the history rules. ``tools`` (OpenAI ``tools`` items, None
         for none) go to the chat template or the server; ``<tool_call>`` text in the reply is
@@ -173,32 +181,59 @@ class Backend(ABC):
         """Stream the reply to ``request`` as reasoning/answer deltas, tool calls (when the
         request offers tools) and final stats.
 
+        With a thinking budget (``settings.thinking_budget``, thinking mode, a backend that can
+        continue a reply): the model reasons for at most that many tokens; if its reasoning is
+        still open then, Qwen's early-stop text is streamed as reasoning (after a
+        :class:`ThinkingBudgetReached`) and the model continues from it to its answer, within
+        what is left of ``max_new_tokens``.
+
         Closing the iterator early (a UI's Stop, a client going away) stops the computation, as
         does setting ``stop``.
         """
         if not self.loaded:
             raise PlaygroundError("no model is loaded: load one first")
-        thinking = request.thinking
-        cancelled = threading.Event()
-        split = ReplySplitter(thinking, tools=bool(request.tools))
+        settings = request.settings
+        split = ReplySplitter(request.thinking, tools=bool(request.tools))
+        budget = settings.thinking_budget if request.thinking and self.continues_replies else 0
+        budgeted = 0 < budget < settings.max_new_tokens
         turn = contextlib.nullcontext() if self.parallel_replies else self._generation_lock
         with turn:
-            items = self._generate(request.message_list, request.settings, thinking, StopSignal(stop, cancelled),
-                                   request.tool_list)
-            try:
-                for item in items:
-                    if isinstance(item, GenerationStats):
-                        yield from split.finish(item.finish_reason)
-                        if item.reasoning_tokens is None:
-                            item.reasoning_tokens = self.count_tokens(split.reasoning) if split.reasoning else 0
-                        yield item
-                        return
-                    yield from split.feed(item)
-                raise BackendError(f"{self.name} backend ended without statistics")
-            except PlaygroundError:
-                raise
-            except Exception as exc:  # a library failing mid-stream: one clear message
-                raise BackendError(f"{self.name} backend failed while generating: {exc}") from exc
-            finally:  # stop the computation first, then wait for the backend to wind down
-                cancelled.set()
-                items.close()
+            written: list[str] = []  # what the model wrote: the prefix it continues from
+            first = settings.with_updates(max_new_tokens=budget) if budgeted else settings
+            stats = yield from self._phase(request, first, split, stop, "", written)
+            if budgeted and stats.finish_reason == "length":  # the budget ended the first part: go on
+                prefix = "".join(written)
+                if split.in_reasoning:  # still reasoning: Qwen's text ends it
+                    yield ThinkingBudgetReached(budget, EARLY_STOP_TEXT)
+                    yield from split.feed(RawDelta(EARLY_STOP_TEXT))
+                    prefix += EARLY_STOP_TEXT
+                rest = settings.with_updates(max_new_tokens=settings.max_new_tokens - stats.completion_tokens)
+                more = yield from self._phase(request, rest, split, stop, prefix, [])
+                stats = stats.followed_by(more)
+            yield from split.finish(stats.finish_reason)
+            if stats.reasoning_tokens is None:
+                stats.reasoning_tokens = self.count_tokens(split.reasoning) if split.reasoning else 0
+            yield stats
+
+    def _phase(self, request: ChatRequest, settings: GenerationSettings, split: ReplySplitter,
+               stop: threading.Event | None, prefix: str, written: list[str]
+               ) -> Generator[ChatEvent, None, GenerationStats]:
+        """One generation (after ``prefix``, the reply so far), split; returns its statistics."""
+        cancelled = threading.Event()
+        items = self._generate(request.message_list, settings, request.thinking, StopSignal(stop, cancelled),
+                               request.tool_list, **({"prefix": prefix} if prefix else {}))
+        try:
+            for item in items:
+                if isinstance(item, GenerationStats):
+                    return item
+                if isinstance(item, RawDelta):
+                    written.append(item.text)
+                yield from split.feed(item)
+            raise BackendError(f"{self.name} backend ended without statistics")
+        except PlaygroundError:
+            raise
+        except Exception as exc:  # a library failing mid-stream: one clear message
+            raise BackendError(f"{self.name} backend failed while generating: {exc}") from exc
+        finally:  # stop the computation first, then wait for the backend to wind down
+            cancelled.set()
+            items.close()

@@ -114,6 +114,7 @@ class HFBackend(Backend):
     """Base of the backends whose model is a transformers ``PreTrainedModel``."""
 
     library = "transformers"  # shown in progress messages
+    continues_replies = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -249,11 +250,15 @@ class HFBackend(Backend):
             lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"], reserved)
 
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
-                  stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:
+                  stop: StopSignal, tools: list[dict[str, Any]] | None = None, prefix: str = ""
+                  ) -> Iterator[BackendItem]:
         import torch
 
         from backends.hf_generation import stream_generate
 
-        input_ids = torch.tensor([self.encode_prompt(messages, thinking, tools)], device=self.model.device)
+        ids = self.encode_prompt(messages, thinking, tools)
+        if prefix:  # the reply so far, as the model wrote it (its markup is markup)
+            ids += self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        input_ids = torch.tensor([ids], device=self.model.device)
         budget = new_token_budget(int(input_ids.shape[1]), settings, self.context_window)
         yield from stream_generate(self.model, self.tokenizer, input_ids, settings, budget, stop, self._prefix_cache)

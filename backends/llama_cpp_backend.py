@@ -137,6 +137,7 @@ def _gguf_path(spec: ModelSpec, progress: ProgressFn | None) -> Path:
 
 class LlamaCppBackend(Backend):
     name = "llama.cpp"
+    continues_replies = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -386,10 +387,13 @@ class LlamaCppBackend(Backend):
         return common
 
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
-                  stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:
+                  stop: StopSignal, tools: list[dict[str, Any]] | None = None, prefix: str = ""
+                  ) -> Iterator[BackendItem]:
         llm = self.llm
         started = time.perf_counter()
         tokens = self.encode_prompt(messages, thinking, tools)
+        if prefix:  # the reply so far, as the model wrote it (its markup is markup)
+            tokens += self.tokenize(prefix)
         budget = new_token_budget(len(tokens), settings, self.context_window)
         cached = self.reusable_prefix(tokens)
         llm.set_seed(settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31))

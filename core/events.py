@@ -30,6 +30,15 @@ class AnswerDelta:
     text: str
 
 
+@dataclass(frozen=True)
+class ThinkingBudgetReached:
+    """The reasoning reached the thinking budget: ``text`` (Qwen's early-stop text, streamed as
+    reasoning right after this event) was inserted as if the model had written it."""
+
+    budget: int
+    text: str
+
+
 @dataclass
 class GenerationStats:
     prompt_tokens: int
@@ -44,6 +53,16 @@ class GenerationStats:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def followed_by(self, more: GenerationStats) -> GenerationStats:
+        """One reply's figures from two generations, ``more`` continuing this one (a thinking
+        budget's continuation): the prompt and first token are this one's, the rest adds up."""
+        completion = self.completion_tokens + more.completion_tokens
+        total = self.total_s + more.total_s
+        decode_s = total - (self.ttft_s or 0.0) - (more.ttft_s or 0.0)  # the continuation's prefill is not decode
+        return GenerationStats(self.prompt_tokens, completion, self.ttft_s,
+                               (completion - 1) / decode_s if completion > 1 and decode_s > 0 else None, total,
+                               more.finish_reason, self.cached_prompt_tokens)
+
 
 @dataclass(frozen=True)
 class Perplexity:
@@ -57,13 +76,25 @@ class Perplexity:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class LoopStopped:
+    """The loop guard (``core.loop_guard``) stopped the generation: the reply ended with one span
+    of ``period_chars`` characters repeated ``repeats`` times (what it wrote is kept)."""
+
+    period_chars: int
+    repeats: int
+
+
 # what a backend's stream_chat yields; the tool events appear only when the request offers tools
-ChatEvent = Union[ReasoningDelta, AnswerDelta, GenerationStats, ToolCall, ToolCallError, ReasoningCut,
-                  ApprovalRequested, ToolCallStarted, ToolResult, RoundStarted, RoundLimitReached]
+# (LoopStopped: only the playground's chat yields it, when its loop guard stops a generation)
+ChatEvent = Union[ReasoningDelta, AnswerDelta, ThinkingBudgetReached, GenerationStats, ToolCall, ToolCallError,
+                  ReasoningCut, ApprovalRequested, ToolCallStarted, ToolResult, RoundStarted, RoundLimitReached,
+                  LoopStopped]
 BackendItem = Union[RawDelta, ReasoningDelta, AnswerDelta, GenerationStats, ToolCall, ToolCallError]
 
 
-StopReason = Literal["stopped", "error", "interrupted"]  # how a reply ended early (None: it finished)
+# how a reply ended early (None: it finished); "repeating": the loop guard stopped it
+StopReason = Literal["stopped", "error", "interrupted", "repeating"]
 
 
 @dataclass
@@ -103,6 +134,8 @@ class Reply:
     results: list[ToolResult] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
     round_limit: bool = False  # the model still called tools when the round limit was reached
+    loop: LoopStopped | None = None  # the loop guard stopped the reply (stop_reason "repeating")
+    budget_reached: ThinkingBudgetReached | None = None  # the thinking budget ended the reasoning
 
     def add(self, event: ChatEvent) -> None:
         if isinstance(event, ReasoningDelta):
@@ -119,6 +152,10 @@ class Reply:
             self.reasoning, self.answer = event.reasoning, self.answer + event.answer
         elif isinstance(event, RoundLimitReached):
             self.round_limit = True
+        elif isinstance(event, ThinkingBudgetReached):
+            self.budget_reached = event
+        elif isinstance(event, LoopStopped):
+            self.loop, self.stop_reason = event, "repeating"
         elif isinstance(event, RoundStarted):
             self.turns.append(Turn(self.reasoning, self.answer, self.calls, self.results, self.stats))
             self.reasoning, self.answer, self.stats, self.calls, self.results = "", "", None, [], []

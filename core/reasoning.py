@@ -18,6 +18,10 @@ from core.events import AnswerDelta, ReasoningDelta
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+# Qwen's own text for ending the reasoning at a thinking budget (the Qwen3 docs' "thinking budget"
+# recipe): appended as if the model had written it, then the model goes on to its answer
+EARLY_STOP_TEXT = ("\n\nConsidering the limited time by the user, I have to give the solution based on the thinking "
+                   "directly now.\n</think>\n\n")
 
 Delta = ReasoningDelta | AnswerDelta
 

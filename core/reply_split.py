@@ -30,6 +30,11 @@ class ReplySplitter:
     def reasoning(self) -> str:
         return self._thinking.reasoning + self._server_reasoning
 
+    @property
+    def in_reasoning(self) -> bool:
+        """The raw text so far opened its reasoning and has not closed it."""
+        return self._thinking.in_reasoning
+
     def feed(self, item: Any) -> list[Any]:
         if isinstance(item, RawDelta):
             return self._answer_calls(self._thinking.feed(item.text))

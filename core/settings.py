@@ -101,6 +101,8 @@ SCHEMA: tuple[SettingSpec, ...] = (
                 "longest reply in tokens, reasoning included (the card: 32768; 38912 for hard problems)"),
     SettingSpec("seed", int, 0, 2**32 - 1, None, 1,
                 "random seed for reproducible sampling (-1 or none: a fresh seed per reply)", optional=True),
+    SettingSpec("thinking_budget", int, 0, MAX_NEW_TOKENS_LIMIT, 0, 256,
+                "thinking mode: most tokens of reasoning, then Qwen's early-stop text ends it and the answer follows (0: off)"),
 )
 SCHEMA_BY_NAME: dict[str, SettingSpec] = {spec.name: spec for spec in SCHEMA}
 _D = {spec.name: spec.default for spec in SCHEMA}
@@ -117,6 +119,7 @@ class GenerationSettings:
     presence_penalty: float = _D["presence_penalty"]
     max_new_tokens: int = _D["max_new_tokens"]
     seed: int | None = _D["seed"]  # None: a fresh random seed per reply
+    thinking_budget: int = _D["thinking_budget"]  # 0: no budget (thinking mode only)
 
     @property
     def greedy(self) -> bool:

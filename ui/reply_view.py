@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from core.events import AnswerDelta, ChatEvent, ReasoningDelta, Reply
+from core.events import AnswerDelta, ChatEvent, ReasoningDelta, Reply, ThinkingBudgetReached
 from core.messages import is_pending, metadata_of, tool_record
 from core.tools import (ApprovalRequested, ReasoningCut, RoundLimitReached, RoundStarted, ToolCallStarted,
                         ToolResult)
@@ -23,8 +23,10 @@ History = list[Any]
 class ReplyView:
     """Appends the reply's messages to ``history`` (a list the caller yields to Gradio)."""
 
-    def __init__(self, history: History, reply_id: str) -> None:
+    def __init__(self, history: History, reply_id: str, thinking_budget: int = 0) -> None:
         self.history, self.reply_id = history, reply_id
+        self.thinking_budget = thinking_budget  # shown while the model thinks (0: none)
+        self._reasoning_steps = 0  # reasoning deltas of this round: about one a token
         self.reply = Reply()
         self.started = time.perf_counter()
         self._thought: dict[str, Any] | None = None
@@ -43,6 +45,10 @@ class ReplyView:
             if self._thought is None:
                 self._thought = self._append(thought_message("", self.reply_id))
             self._thought["content"] = self.reply.reasoning
+            self._reasoning_steps += 1
+            if self.thinking_budget and is_pending(self._thought) and self.reply.budget_reached is None:
+                self._thought["metadata"]["log"] = \
+                    f"≈{min(self._reasoning_steps, self.thinking_budget):,} / {self.thinking_budget:,} tokens"
         if isinstance(event, (AnswerDelta, ReasoningCut)) and self.reply.answer:
             self._close_thought()
             if self._answer is None:
@@ -59,8 +65,11 @@ class ReplyView:
         elif isinstance(event, ToolResult):
             self._close_thought()
             self._finish_call(event, previous_calls)
+        elif isinstance(event, ThinkingBudgetReached) and self._thought is not None:
+            self._thought["metadata"]["log"] = f"budget of {event.budget:,} tokens reached: its end is inserted"
         elif isinstance(event, RoundStarted):
             self._thought = self._answer = None  # the next round's reasoning and text are new messages
+            self._reasoning_steps = 0
         elif isinstance(event, RoundLimitReached):
             self._append(note_message(f"Round limit reached: the model still called tools after "
                                       f"{event.max_rounds} rounds", self.reply_id,
@@ -88,6 +97,10 @@ class ReplyView:
     def _close_thought(self) -> None:
         if self._thought is not None and is_pending(self._thought):
             finish_thought(self._thought, self._elapsed())
+            if self.reply.budget_reached is not None:  # said on the panel: the end was not the model's
+                budget = self.reply.budget_reached.budget
+                self._thought["metadata"]["title"] += f" · cut at the {budget:,}-token thinking budget"
+                self._thought["metadata"]["log"] = "the last sentence was inserted (Qwen's early-stop text)"
 
     def _call_message(self, call_id: str, name: str, arguments: Any, awaiting: bool = False) -> dict[str, Any]:
         message = self._calls.get(call_id)

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="continue a chat exported from the UI (its JSON or Markdown export): --prompt is "
                            "the next message")
     cli.add_tool_flags(chat)
+    cli.add_loop_retry_flag(chat)
     chat.add_argument("--json", action="store_true",
                       help="print one JSON object (as the /chat_json API endpoint returns it) instead of streaming text")
 

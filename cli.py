@@ -44,10 +44,18 @@ def add_chat_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-thinking", action="store_true", help="hard switch: enable_thinking=False")
     parser.add_argument("--preset", default=None,
                         help="sampling preset from presets/sampling [default: the mode's card preset]")
+    parser.add_argument("--no-loop-guard", dest="loop_guard", action="store_false",
+                        help="do not stop a reply that repeats itself (the loop guard is on by default)")
     settings = parser.add_argument_group("generation settings (each overrides the preset's value)")
     for spec in SCHEMA:
         settings.add_argument(spec.flag, dest=spec.name, type=spec.type, default=None,
                               metavar=spec.type.__name__.upper(), help=f"{spec.help} [{spec.range_text}]")
+
+
+def add_loop_retry_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retry-on-loop", action="store_true",
+                        help="when the loop guard stops the reply, retry once with the card's advice "
+                             "(presence_penalty 1.5), saying which settings changed")
 
 
 def add_tool_flags(parser: argparse.ArgumentParser) -> None:
@@ -141,7 +149,8 @@ def _chat(playground: Any, args: argparse.Namespace) -> int:
     # every rule checked here, before any download or load (MCP servers start now: a bad one fails fast)
     request = playground.request(history, model=args.model, backend=args.backend, settings=settings,
                                  thinking=thinking, system_prompt=args.system,
-                                 options=load_options(playground, spec, args), toolbox=toolbox_for(playground, args))
+                                 options=load_options(playground, spec, args), toolbox=toolbox_for(playground, args),
+                                 loop_guard=args.loop_guard)
 
     def progress(fraction: float, message: str) -> None:
         if not args.json:
@@ -169,7 +178,23 @@ def _chat(playground: Any, args: argparse.Namespace) -> int:
         print(event.text, end="", flush=True)
 
     result = playground.reply(request, progress, on_event=show)
+    retried = None
+    if result.reply.stop_reason == "repeating" and not args.json:
+        loop = result.reply.loop
+        print(f"\n--- stopped: repeating (the same {loop.period_chars} characters {loop.repeats} times) ---",
+              flush=True)
+    if result.reply.stop_reason == "repeating" and getattr(args, "retry_on_loop", False):
+        retry, changed = loop_retry(playground, request)
+        print("retrying once with " + ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items()),
+              file=sys.stderr, flush=True)
+        section = None
+        retried = {"changed": changed, "first": {"stop_reason": "repeating", "stats": result.to_dict()["stats"]}}
+        result = playground.reply(retry, progress, on_event=show)
+        if result.reply.stop_reason == "repeating" and not args.json:
+            print("\n--- stopped: repeating again ---", flush=True)
     data = result.to_dict()
+    if retried is not None:
+        data["retried"] = retried
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
@@ -186,6 +211,23 @@ def _chat(playground: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def loop_retry(playground: Any, request: Any) -> tuple[Any, dict[str, list[Any]]]:
+    """The request to retry a reply the loop guard stopped: presence_penalty 1.5
+    (``Playground.loop_retry_settings``); when it already was, a fresh seed instead of the same
+    reply again. Returns (request, {setting: [old, new]})."""
+    import random
+    from dataclasses import replace
+
+    from core.settings import SCHEMA_BY_NAME
+
+    settings, changed = playground.loop_retry_settings(request.settings)
+    if not changed:
+        seed = random.SystemRandom().randrange(SCHEMA_BY_NAME["seed"].maximum)
+        changed = {"seed": [settings.seed, seed]}
+        settings = settings.with_updates(seed=seed)
+    return replace(request, settings=settings.validate(request.thinking)), changed
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     remote_defaults(args)  # --base-url alone means the remote backend, as for chat
     if not 1 <= len(args.models) <= 4:
@@ -199,7 +241,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare(playground: Any, args: argparse.Namespace) -> int:
     from core.compare import CallCheck
-    from core.events import AnswerDelta, ReasoningDelta
+    from core.events import AnswerDelta, LoopStopped, ReasoningDelta
     from core.tools import ToolResult
     from playground import load_fresh
     from playground.compare import EntrySpec, collect, new_comparison, run_comparison
@@ -232,13 +274,16 @@ def _compare(playground: Any, args: argparse.Namespace) -> int:
         elif event.kind == "event" and isinstance(payload, ToolResult):
             outcome = f"error ({payload.error})" if payload.error else "result"
             print(f"--- {outcome}, {payload.duration_s:.2f}s ---\n{payload.content}", flush=True)
+        elif event.kind == "event" and isinstance(payload, LoopStopped):
+            print(f"\n=== {label}: stopped: repeating ===", flush=True)
         elif event.kind == "error":
             print(f"\n=== {label}: error: {payload} ===", flush=True)
 
     histories = comparison.start_turn(args.prompt, toolbox)
     collect(comparison, run_comparison(playground, entries, histories, settings, thinking,
                                        system_prompt=args.system or "", acquire=load_fresh,
-                                       concurrent=args.concurrent, toolbox=toolbox), show)
+                                       concurrent=args.concurrent, toolbox=toolbox,
+                                       loop_guard=args.loop_guard), show)
     if args.perplexity:
         score_perplexity(playground, comparison, entries, args.perplexity)
     if args.json:

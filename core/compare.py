@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.events import AnswerDelta, ChatEvent, GenerationStats, ReasoningDelta
+from core.events import AnswerDelta, ChatEvent, GenerationStats, LoopStopped, ReasoningDelta
 from core.tools import ReasoningCut, RoundLimitReached, RoundStarted, Toolbox, ToolResult
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
@@ -51,8 +51,8 @@ class EntryResult:
     info: dict[str, Any] | None = None
     load_s: float | None = None
     error: str | None = None
-    # "stopped" (Stop) or "error" when the reply ended early; "round_limit" when the model still
-    # called tools after the last round
+    # "stopped" (Stop), "error" or "repeating" (the loop guard) when the reply ended early;
+    # "round_limit" when the model still called tools after the last round
     stop_reason: str | None = None
     perplexity: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # this column's own conversation
@@ -88,6 +88,8 @@ class EntryResult:
             self.reasoning, self.answer, self.stats = "", "", None
         elif isinstance(event, RoundLimitReached):
             self.stop_reason = "round_limit"
+        elif isinstance(event, LoopStopped):
+            self.stop_reason = "repeating"
 
     def _add_result(self, result: ToolResult) -> None:
         waiting = [c for c in self.tool_calls if c["round"] == self.round and c["result"] is None]
@@ -321,6 +323,8 @@ class Comparison:
             if entry.error:
                 lines += [f"**Error:** {entry.error}", ""]
             lines += _reply_markdown(entry.reasoning, entry.answer, entry.steps, entry.tool_calls)
+            if entry.stop_reason == "repeating":
+                lines += ["", "**Stopped: repeating** (the loop guard stopped a reply that repeated itself)"]
             if entry.stop_reason == "round_limit":
                 lines += ["", f"**Round limit:** the model still called tools after {self.max_tool_rounds} rounds"]
         return "\n".join(lines) + "\n"

@@ -24,10 +24,11 @@ from typing import Any, Literal, get_args
 from core.errors import PromptError
 from core.events import StopReason
 
-Kind = Literal["reasoning", "answer", "stats", "error", "stopped", "interrupted", "note", "tool_call", "tool_result"]
+Kind = Literal["reasoning", "answer", "stats", "error", "stopped", "interrupted", "repeating", "note", "tool_call",
+               "tool_result"]
 KINDS: tuple[str, ...] = get_args(Kind)
 # the notes that end a reply, and how it ended ("stats": it finished and has figures; the others
-# are the stop reasons of core.events.StopReason)
+# are the stop reasons of core.events.StopReason; "repeating": the loop guard stopped it)
 ENDINGS: tuple[str, ...] = ("stats", *get_args(StopReason))
 
 

@@ -49,11 +49,13 @@ class ChatRequest:
     system_prompt: str | None = None
     toolbox: Toolbox | None = None  # the tools the model may call (None: no tools, no tool loop)
     tools: tuple[dict[str, Any], ...] = ()  # the toolbox's tools as the chat template takes them
+    loop_guard: bool = True  # stop a reply that repeats itself (core.loop_guard; the playground's chat)
 
     @classmethod
     def build(cls, spec: ModelSpec, options: LoadOptions, history: Sequence[Mapping[str, Any]],
               settings: GenerationSettings, thinking: bool = True,
-              system_prompt: str | None = None, toolbox: Toolbox | None = None) -> ChatRequest:
+              system_prompt: str | None = None, toolbox: Toolbox | None = None,
+              loop_guard: bool = True) -> ChatRequest:
         """Apply every rule once; raise a :class:`PlaygroundError` that says what is wrong."""
         effective = spec.effective_thinking(thinking)
         settings = settings.validate(effective)
@@ -62,7 +64,7 @@ class ChatRequest:
         messages = tuple(model_messages(history, system_prompt))
         tools = tuple(spec.to_openai() for spec in toolbox.specs()) if toolbox else ()
         return cls(spec, options.validate(), messages, settings, effective, system_prompt or None,
-                   toolbox if tools else None, tools)
+                   toolbox if tools else None, tools, bool(loop_guard))
 
     @property
     def message_list(self) -> list[Message]:

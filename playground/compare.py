@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ContextManager
 
-from backends.base import Backend
+from backends.base import Backend, StopSignal
 from backends.registry import backend_class
 from core.catalog import ModelSpec
 from core.compare import CallCheck, Comparison, EntryResult
@@ -28,7 +28,7 @@ from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
 from core.tools import AnyCall, Toolbox, ToolCall, ToolCallError, ToolSpec
 
-from playground.service import ModelReady
+from playground.service import ModelReady, guard_loops
 from playground.tools.loop import run_tool_loop
 from playground.tools.toolbox import argument_problem
 
@@ -77,12 +77,22 @@ def check_call(call: AnyCall, specs: Mapping[str, ToolSpec]) -> CallCheck:
 
 
 def _reply(backend: Backend, request: ChatRequest, stop: threading.Event) -> Iterator[ChatEvent | CallCheck]:
-    """The entry's reply: one generation, or with tools the whole tool loop with every call checked."""
+    """The entry's reply: one generation, or with tools the whole tool loop with every call checked.
+    With ``request.loop_guard`` each generation is watched (as in ``Playground.chat``): a column
+    that repeats itself stops on its own, the others go on."""
+    tripped = threading.Event()  # this entry's loop guard
+    if request.loop_guard:
+        stop = StopSignal(stop, tripped)
+
+    def generate(turn: ChatRequest) -> Iterator[ChatEvent]:
+        stream = backend.stream_chat(turn, stop)
+        return guard_loops(stream, tripped) if turn.loop_guard else stream
+
     if request.toolbox is None:
-        yield from backend.stream_chat(request, stop)
+        yield from generate(request)
         return
     specs = {spec.name: spec for spec in request.toolbox.specs()}
-    stream = run_tool_loop(lambda turn: backend.stream_chat(turn, stop), request, stop)
+    stream = run_tool_loop(generate, request, stop)
     try:
         for event in stream:
             yield event
@@ -95,10 +105,11 @@ def _reply(backend: Backend, request: ChatRequest, stop: threading.Event) -> Ite
 def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: list[dict[str, Any]],
                settings: GenerationSettings, thinking: bool, system_prompt: str, acquire: Acquire,
                stop: threading.Event, load_lock: threading.Lock,
-               toolbox: Toolbox | None) -> Iterator[ColumnEvent]:
+               toolbox: Toolbox | None, loop_guard: bool = True) -> Iterator[ColumnEvent]:
     try:
         spec = playground.resolve(entry.model, entry.backend)
-        request = ChatRequest.build(spec, entry.options, history, settings, thinking, system_prompt or None, toolbox)
+        request = ChatRequest.build(spec, entry.options, history, settings, thinking, system_prompt or None, toolbox,
+                                    loop_guard=loop_guard)
         with contextlib.ExitStack() as lease:
             with load_lock:  # the clock starts once it is this entry's turn to load
                 if stop.is_set():
@@ -123,13 +134,15 @@ def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: li
 def run_comparison(playground: Playground, entries: list[EntrySpec], histories: list[list[dict[str, Any]]],
                    settings: GenerationSettings, thinking: bool, *, system_prompt: str = "",
                    acquire: Acquire | None = None, concurrent: bool = False,
-                   stop: threading.Event | None = None, toolbox: Toolbox | None = None) -> Iterator[ColumnEvent]:
+                   stop: threading.Event | None = None, toolbox: Toolbox | None = None,
+                   loop_guard: bool = True) -> Iterator[ColumnEvent]:
     """Stream every entry's reply to its own conversation (``histories[i]`` ends with the prompt).
 
     Models come from ``acquire`` (default: the playground's shared pool; the CLI loads each
     entry on its own with ``playground.load_fresh``). Each entry's request is checked by the
     same rules as a chat (``ChatRequest.build``): an entry that always or never thinks follows
     its model. ``toolbox``: the tools every entry may call (each runs its own tool loop).
+    ``loop_guard``: each entry's reply stops on its own once it repeats itself ("repeating").
     """
     stop = stop or threading.Event()
     acquire = acquire or playground.lease
@@ -141,7 +154,7 @@ def run_comparison(playground: Playground, entries: list[EntrySpec], histories: 
 
     def run(i: int, entry: EntrySpec) -> Iterator[ColumnEvent]:
         return _run_entry(playground, i, entry, histories[i], settings, thinking, system_prompt, acquire, stop,
-                          load_lock, toolbox)
+                          load_lock, toolbox, loop_guard)
 
     try:
         if not concurrent:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,12 +23,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from backends.base import Backend, ModelInfo
+from backends.base import Backend, ModelInfo, StopSignal
 from backends.pool import ModelPool
 from core.catalog import ModelSpec, load_catalog
 from core.config import AppConfig
 from core.errors import InvalidSettings, ModelNotFound, PlaygroundError
-from core.events import ChatEvent, ProgressFn, Reply
+from core.events import AnswerDelta, ChatEvent, LoopStopped, ProgressFn, ReasoningDelta, Reply
+from core.loop_guard import LoopGuard
 from core.mcp_config import ServerConfig, parse_mcp_config
 from core.messages import plain_history
 from core.presets import Preset, default_preset_name, load_presets
@@ -47,6 +49,29 @@ from playground.startup import TINY_MODEL, StartModel, Warmup, choose_start_mode
 from playground.zerogpu import gpu
 
 log = logging.getLogger("qwen3_playground.tools")
+
+# the cards' advice against endless repetition (the GPTQ card; the ``-quantized`` presets' value)
+LOOP_RETRY_PRESENCE_PENALTY = 1.5
+
+
+def guard_loops(stream: Iterator[ChatEvent], tripped: threading.Event, *, drain: bool = True,
+                guard: LoopGuard | None = None) -> Iterator[ChatEvent]:
+    """``stream`` (one generation's events) watched by a :class:`LoopGuard`: once the text repeats
+    itself, ``tripped`` is set (the generation's stop sees it) and, with ``drain``, the stream is
+    read to its end (the backend winds down and yields its stats), else closed at once (a stop
+    that does not reach the generation). Ends with :class:`LoopStopped` when the guard fired."""
+    guard = guard or LoopGuard()
+    try:
+        for event in stream:
+            yield event
+            if guard.loop is None and isinstance(event, (ReasoningDelta, AnswerDelta)) and guard.feed(event.text):
+                tripped.set()
+                if not drain:
+                    break
+    finally:
+        stream.close()
+    if guard.loop is not None:
+        yield LoopStopped(guard.loop.period_chars, guard.loop.repeats)
 
 
 @dataclass(frozen=True)
@@ -80,13 +105,21 @@ class ChatResult:
         data = {"backend": self.backend, "model": self.model, "reasoning": reply.reasoning,
                 "answer": reply.answer, "stats": {**stats, "load_s": self.load_s, "seed": self.seed},
                 "info": self.info.to_dict()}
+        if self.request.settings.thinking_budget and self.request.thinking:
+            data["thinking_budget"] = {"budget": self.request.settings.thinking_budget,
+                                       "reached": reply.budget_reached is not None}
+        if reply.loop is not None:
+            data["stats"].update(stopped_by="loop_guard", loop_period_chars=reply.loop.period_chars,
+                                 loop_repeats=reply.loop.repeats)
         if self.request.tools:
             data["messages"] = self.request.message_list + reply.exchange()
             data["tool_calls"] = [{"name": r.name, "arguments": r.arguments, "result": r.content, "error": r.error,
                                    "round": r.round, "duration_s": round(r.duration_s, 3), "truncated": r.truncated}
                                   for r in reply.all_results]
             data["rounds"] = len(reply.turns) + 1
-        if reply.stop_reason:
+        if reply.stop_reason == "repeating":
+            data.update(stop_reason="repeating", error=None)
+        elif reply.stop_reason:
             data.update(stop_reason=reply.stop_reason, error=reply.error)
         elif reply.round_limit:
             data.update(stop_reason="round_limit",
@@ -320,7 +353,8 @@ class Playground:
     def request(self, history: Sequence[Any], *, model: str, yarn_factor: Any = 1.0,
                 settings: GenerationSettings | Mapping[str, Any] | None = None, thinking: bool = True,
                 system_prompt: str | None = None, backend: str | None = None,
-                options: LoadOptions | None = None, toolbox: Toolbox | None = None) -> ChatRequest:
+                options: LoadOptions | None = None, toolbox: Toolbox | None = None,
+                loop_guard: bool = True) -> ChatRequest:
         """Everything a chat request carries, checked once, before any model loads or any token
         is computed; raises a ``PlaygroundError`` that says what is wrong.
 
@@ -328,6 +362,7 @@ class Playground:
         panels and notes are never sent to the model). ``settings``: typed settings, or raw
         values by name (from a form, flags or JSON; a missing one is the card's preset value for
         the model and mode). ``toolbox``: the tools the model may call (the tool loop runs them).
+        ``loop_guard``: stop a reply that repeats itself (see :meth:`chat`).
         """
         history = plain_history(list(history or []))
         texts = [("system", system_prompt)] if system_prompt else []
@@ -340,24 +375,45 @@ class Playground:
                 settings = self.default_settings(spec, thinking).with_values(**dict(settings or {}))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise InvalidSettings(f"a generation setting is not valid: {exc}") from None
-        return ChatRequest.build(spec, options, history, settings, bool(thinking), system_prompt, toolbox)
+        return ChatRequest.build(spec, options, history, settings, bool(thinking), system_prompt, toolbox,
+                                 loop_guard=bool(loop_guard))
+
+    @staticmethod
+    def loop_retry_settings(settings: GenerationSettings) -> tuple[GenerationSettings, dict[str, list[Any]]]:
+        """The settings to retry a reply the loop guard stopped with: the card's advice against
+        endless repetition, presence_penalty 1.5; and what changed ({name: [old, new]}, empty
+        when it already was 1.5)."""
+        changes = {"presence_penalty": LOOP_RETRY_PRESENCE_PENALTY}
+        changed = {name: [getattr(settings, name), value] for name, value in changes.items()
+                   if getattr(settings, name) != value}
+        return settings.with_updates(**changes), changed
 
     def chat(self, request: ChatRequest, progress: ProgressFn | None = None,
              stop: Any = None, approve: Approve | None = None) -> Iterator[PlaygroundEvent]:
         """Stream the reply: :class:`ModelReady` once the model is there (loaded with
         ``progress`` if needed), then the backend's events. Closing the iterator (Stop, a
         client gone) or setting ``stop`` (a ``threading.Event``) ends the generation.
-        ``approve``: asked before each tool call (see ``playground.tools.loop``)."""
+        ``approve``: asked before each tool call (see ``playground.tools.loop``).
+
+        With ``request.loop_guard``, every generation (each round of a tool loop) is watched by a
+        :class:`LoopGuard`: a reply that repeats itself is stopped like Stop would, keeps what it
+        wrote, and ends with :class:`LoopStopped` (after its stats); the tool loop ends there."""
         started = time.perf_counter()
+        tripped = threading.Event()  # set by the loop guard
+        if request.loop_guard:
+            stop = StopSignal(stop, tripped)
         with self.lease(request.spec, request.options, progress) as backend:
             yield ModelReady(backend.describe(), time.perf_counter() - started)
 
             def generate(turn: ChatRequest) -> Iterator[ChatEvent]:
                 if self._stop_reaches_generation:
-                    return self._generate_on_gpu(turn, stop, max_new_tokens=turn.settings.max_new_tokens)
-                # the tools themselves stay here (the tool loop runs them); the model gets their specs
-                return self._generate_on_gpu(replace(turn, toolbox=None), None,
-                                             max_new_tokens=turn.settings.max_new_tokens)
+                    stream = self._generate_on_gpu(turn, stop, max_new_tokens=turn.settings.max_new_tokens)
+                else:  # the tools themselves stay here (the tool loop runs them); the model gets their specs
+                    stream = self._generate_on_gpu(replace(turn, toolbox=None), None,
+                                                   max_new_tokens=turn.settings.max_new_tokens)
+                if not turn.loop_guard:
+                    return stream
+                return guard_loops(stream, tripped, drain=self._stop_reaches_generation)
 
             stream = run_tool_loop(generate, request, stop, approve) if request.toolbox else generate(request)
             try:

@@ -85,6 +85,7 @@ def test_chat_reasoning_panel_thinking_toggle_offline(browser, ui_server, slow_t
     # Clear, then Stop: the endless prompt streams until Stop; the server-side generation ends too
     page.locator("#clear").click()
     expect(chat).not_to_contain_text(ADD_ANSWER)
+    page.locator("#loop-guard input[type=checkbox]").uncheck()  # the song must run until Stop
     page.locator("#message textarea").fill(ENDLESS_Q)
     page.locator("#message textarea").press("Enter")
     reply = chat.locator("[data-testid=bot]").last

@@ -66,6 +66,7 @@ def test_compare_three_models_side_by_side_offline(browser, ui_server):
 
     # Stop stops every column: the endless song, one after another; the later columns never start
     page.locator("#compare-thinking input[type=checkbox]").uncheck()
+    page.locator("#compare-loop-guard input[type=checkbox]").uncheck()  # the song must go on until Stop
     page.locator("#compare-prompt textarea").fill(ENDLESS_Q)
     page.locator("#compare-send").click()
     expect(page.locator("#compare-column-1")).to_contain_text("la la la", timeout=30000)

@@ -134,6 +134,7 @@ def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model,
     # a reply still streaming when the page reloads: kept, and marked
     page.locator("#thinking-toggle input[type=checkbox]").uncheck()
     expect(page.locator("#temperature input[type=number]")).to_have_value("0.7", timeout=10000)
+    page.locator("#loop-guard input[type=checkbox]").uncheck()  # the song must still stream at the reload
     send(page, ENDLESS_Q)
     expect(bot_messages(page).last).to_contain_text("la la la", timeout=20000)
     page.reload()

@@ -78,7 +78,7 @@ def test_stop_stops_every_column():
             stop.set()
 
     collect(comparison, run_comparison(Playground(), entries, histories, settings, False, acquire=load_fresh,
-                                         concurrent=True, stop=stop), on_event)
+                                         concurrent=True, stop=stop, loop_guard=False), on_event)
     for entry in comparison.entries:
         assert entry.stats["finish_reason"] == "cancelled" and entry.stats["completion_tokens"] < 500
     assert not [t for t in threading.enumerate() if t.name == "generate" and t.is_alive()]

@@ -42,9 +42,10 @@ def entry_args(*models: str, yarn: float = 1.0) -> list:
     return [value for model in padded for value in (model, yarn)]
 
 
-def compare_job(client, models, prompt=ADD_Q, *, thinking=True, seed=0, max_new_tokens=200, concurrent=False):
+def compare_job(client, models, prompt=ADD_Q, *, thinking=True, seed=0, max_new_tokens=200, concurrent=False,
+                loop_guard=True):
     return client.submit(*entry_args(*models), prompt, "", thinking, "auto", seed, max_new_tokens, concurrent,
-                         api_name="/compare")
+                         None, 0, loop_guard, api_name="/compare")
 
 
 def new_client(ui_server, **kwargs):
@@ -205,7 +206,8 @@ def _busy_threads() -> list[threading.Thread]:
 def test_stop_stops_every_column(ui_server, concurrent):
     client = new_client(ui_server)
     models = ("tiny-gguf-q8_0", "tiny-fp8")
-    job = compare_job(client, models, ENDLESS_Q, thinking=False, max_new_tokens=20000, concurrent=concurrent)
+    job = compare_job(client, models, ENDLESS_Q, thinking=False, max_new_tokens=20000, concurrent=concurrent,
+                      loop_guard=False)  # the song must go on until Stop
     # one after another, only the first has started; at the same time, both sing (transformers
     # slowly: llama.cpp's per-token Python loop on the tiny model takes most of the GIL)
     for step in job:

@@ -63,7 +63,7 @@ def answers(history: list[dict]) -> list[str]:
 
 def chat(client, message, history, model, *, max_new_tokens=60, seed=0, yarn_factor=1.0, stream=None):
     """One /chat call with thinking on; ``stream(step)`` sees every streamed history."""
-    job = client.submit(message, list(history), "", True, *THINKING.values(), max_new_tokens, seed, model,
+    job = client.submit(message, list(history), "", True, *THINKING.values(), max_new_tokens, seed, 0, model,
                         yarn_factor, api_name="/chat")
     for step in job:
         if stream is not None:

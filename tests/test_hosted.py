@@ -100,9 +100,9 @@ def client(hosted):
 
 
 def chat(client, message, history=(), *, model="tiny-bf16", yarn_factor=1.0, max_new_tokens=100,
-         settings=NON_THINKING, thinking=False, system_prompt=""):
-    return client.submit(message, list(history), system_prompt, thinking, *settings, max_new_tokens, 0, model,
-                         yarn_factor, api_name="/chat")
+         settings=NON_THINKING, thinking=False, system_prompt="", loop_guard=True):
+    return client.submit(message, list(history), system_prompt, thinking, *settings, max_new_tokens, 0, 0, model,
+                         yarn_factor, None, loop_guard, api_name="/chat")
 
 
 @pytest.fixture()
@@ -201,7 +201,8 @@ def test_a_1mb_message_is_refused_before_any_compute(client, hosted, generations
     assert "1,048,576 characters" in text(final[-1]) and "at most 1,000" in text(final[-1])
     # smuggled in the history or the system prompt instead: refused the same way
     smuggled = [*history, {"role": "user", "content": huge}]
-    final = client.predict(smuggled, "", False, *NON_THINKING, 100, 0, "tiny-bf16", 1.0, api_name="/regenerate")
+    final = client.predict(smuggled, "", False, *NON_THINKING, 100, 0, 0, "tiny-bf16", 1.0,
+                           api_name="/regenerate")
     assert title(final[-1]) == "Error" and "at most 1,000" in text(final[-1])
     final = chat(client, ADD_Q, system_prompt=huge).result()
     assert title(final[-1]) == "Error" and "at most 1,000" in text(final[-1])
@@ -235,7 +236,8 @@ def test_out_of_range_settings_are_refused(client, hosted, generations, index, v
     values = [*NON_THINKING, 100, 0, 1.0]  # ... max_new_tokens, seed, yarn_factor
     values[index] = value
     *settings, max_new_tokens, seed, yarn = values
-    job = client.submit(ADD_Q, [], "", False, *settings, max_new_tokens, seed, "tiny-bf16", yarn, api_name="/chat")
+    job = client.submit(ADD_Q, [], "", False, *settings, max_new_tokens, seed, 0, "tiny-bf16", yarn,
+                        api_name="/chat")
     final = job.result()
     assert text(final[0]) == ADD_Q and title(final[-1]) == "Error"
     assert words.lower() in text(final[-1]).lower(), text(final[-1])
@@ -298,7 +300,7 @@ def test_generations_on_one_model_are_queued_one_at_a_time(hosted, generations):
 
     clients = [Client(hosted.url, verbose=False, download_files=False) for _ in range(3)]
     with ThreadPoolExecutor(3) as executor:
-        results = list(executor.map(lambda c: chat(c, ENDLESS_Q, max_new_tokens=40).result(timeout=120), clients))
+        results = list(executor.map(lambda c: chat(c, ENDLESS_Q, max_new_tokens=40, loop_guard=False).result(timeout=120), clients))
     assert all(title(h[-1]) and "hit max new tokens" in title(h[-1]) for h in results)
     assert generations["calls"] == 3 and generations["max_active"] == 1
 
@@ -329,7 +331,7 @@ def test_a_model_swap_never_interrupts_a_reply(client, hosted, monkeypatch):
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(backend.model, "forward", slow_forward)
-    job = chat(client, ENDLESS_Q, max_new_tokens=150)
+    job = chat(client, ENDLESS_Q, max_new_tokens=150, loop_guard=False)  # the whole song: no loop guard
     for step in job:
         if len(step) >= 2 and "la la" in text(step[-1]):
             break

@@ -16,7 +16,7 @@ from tinymodels.script import WEATHER_Q
 pytestmark = pytest.mark.timeout(300)
 
 WEATHER_SERVER = str(Path(__file__).with_name("mcp_weather_server.py"))
-SETTINGS = [None] * 6 + [7]  # every generation setting: the card's preset, seed 7
+SETTINGS = [None] * 6 + [7, None]  # every generation setting: the card's preset, seed 7, no thinking budget
 VISITOR_CONFIG = json.dumps({"mcpServers": {"mine": {"command": "sh", "args": ["-c", "id"]}}})
 
 

@@ -114,7 +114,7 @@ def run_session(url: str, session: Session, start: threading.Barrier) -> Session
     for question in session.questions:
         before = list(session.history)
         submitted = time.perf_counter()
-        job = client.submit(question, before, "", True, *THINKING.values(), MAX_NEW_TOKENS, session.seed,
+        job = client.submit(question, before, "", True, *THINKING.values(), MAX_NEW_TOKENS, session.seed, 0,
                             session.model, 1.0, api_name="/chat")
         first = None
         for step in job:

@@ -41,7 +41,8 @@ def client(ui_server, tmp_path):
 
 
 def chat(client, message, history=()):
-    return client.predict(message, list(history), "", True, *THINKING, 200, 0, "tiny-bf16", 1.0, api_name="/chat")
+    return client.predict(message, list(history), "", True, *THINKING, 200, 0, 0, "tiny-bf16", 1.0,
+                          api_name="/chat")
 
 
 @pytest.fixture()

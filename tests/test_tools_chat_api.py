@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(300)
 
 WEATHER = json.dumps({"mcpServers": {"weather": {"command": sys.executable,
                                                  "args": [str(Path(__file__).with_name("mcp_weather_server.py"))]}}})
-SETTINGS = [None] * 6 + [7]  # the card's preset values, seed 7
+SETTINGS = [None] * 6 + [7, None]  # the card's preset values, seed 7, no thinking budget
 ANSWER = "It is sunny and 21 degrees in Paris."
 
 

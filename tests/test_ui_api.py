@@ -42,10 +42,10 @@ def answers(history: list[dict]) -> list[str]:
 
 
 def chat_job(client, message, history=(), *, thinking=True, model="tiny-bf16", yarn_factor=1.0,
-             max_new_tokens=200, seed=0, system_prompt=""):
+             max_new_tokens=200, seed=0, system_prompt="", loop_guard=True):
     values = THINKING if thinking else NON_THINKING
     return client.submit(message, list(history), system_prompt, thinking, *values.values(), max_new_tokens, seed,
-                         model, yarn_factor, api_name="/chat")
+                         0, model, yarn_factor, None, loop_guard, api_name="/chat")
 
 
 @pytest.fixture()
@@ -108,7 +108,7 @@ def test_second_turn_sends_history_back_without_reasoning(client):
 
 def test_regenerate_replaces_the_last_reply(client):
     first = chat_job(client, ADD_Q, thinking=False).result()
-    again = client.predict(first, "", False, *NON_THINKING.values(), 200, 0, "tiny-bf16", 1.0,
+    again = client.predict(first, "", False, *NON_THINKING.values(), 200, 0, 0, "tiny-bf16", 1.0,
                            api_name="/regenerate")
     assert [m["role"] for m in again].count("user") == 1
     assert answers(again) == [ADD_ANSWER]
@@ -119,7 +119,7 @@ def test_presets_endpoint_and_preset_change(client):
     presets = client.predict(api_name="/presets")
     assert presets["thinking"]["temperature"] == 0.6 and presets["non-thinking"]["mode"] == "non-thinking"
     *values, note = client.predict("non-thinking", api_name="/apply_preset")
-    assert values == [0.7, 0.8, 20, 0.0, 0.0, 32768, -1]
+    assert values == [0.7, 0.8, 20, 0.0, 0.0, 32768, -1, 0]  # ..., seed (random), no thinking budget
     assert "non-thinking" in note
     *values, note = client.predict("thinking-quantized", api_name="/apply_preset")
     assert values[0] == 0.6 and values[4] == 1.5
@@ -131,7 +131,8 @@ def test_presets_endpoint_and_preset_change(client):
 
 
 def test_greedy_in_thinking_mode_is_refused_in_the_chat(client):
-    job = client.submit(ADD_Q, [], "", True, 0.0, 0.95, 20, 0.0, 0.0, 50, 0, "tiny-bf16", 1.0, api_name="/chat")
+    job = client.submit(ADD_Q, [], "", True, 0.0, 0.95, 20, 0.0, 0.0, 50, 0, 0, "tiny-bf16", 1.0,
+                        api_name="/chat")
     final = job.result()
     assert final[0]["role"] == "user" and "greedy" in text(final[-1]).lower()
     assert title(final[-1]) == "Error"
@@ -157,7 +158,7 @@ def _generate_threads() -> list[threading.Thread]:
 
 
 def test_stop_ends_the_server_side_generation(client, ui_server):
-    job = chat_job(client, ENDLESS_Q, thinking=False, max_new_tokens=38000)
+    job = chat_job(client, ENDLESS_Q, thinking=False, max_new_tokens=38000, loop_guard=False)  # endless until Stop
     seen = 0
     for step in job:
         seen += 1

@@ -4,7 +4,8 @@ API endpoints (``gradio_client``):
 - ``/chat`` (streaming): message, history, system_prompt, thinking, then every generation
   setting of ``core.settings.SCHEMA`` (temperature, top_p, top_k, min_p, presence_penalty,
   max_new_tokens, seed; None = the card's preset value), model, yarn_factor, tools (a
-  ``ToolSelection`` as JSON, None = no tools) -> history (JSON messages; ``metadata.id`` says what
+  ``ToolSelection`` as JSON, None = no tools), loop_guard (default true: a reply that repeats
+  itself is stopped, ending with a "repeating:…" note) -> history (JSON messages; ``metadata.id`` says what
   each assistant message is, a tool result's carries its call record)
 - ``/regenerate`` (streaming): the same without message -> history
 - ``/chat_json``: the same as ``/chat`` -> one object, exactly what ``app.py chat --json`` prints
@@ -29,7 +30,7 @@ from core.errors import PlaygroundError
 from playground import Playground
 from ui.chat_files import wire_persistence
 from playground.tools.approval import LiveReplies
-from ui.chat_tab import build_chat_tab, clear, make_chat_handlers, make_reply_controls, stopped
+from ui.chat_tab import SETTING_NAMES, build_chat_tab, clear, make_chat_handlers, make_reply_controls, stopped
 from ui.compare_tab import build_compare_tab, wire_compare_tab
 from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_page_start,
                             model_summary, pick_requested)
@@ -72,12 +73,13 @@ def build_app(playground: Playground | None = None) -> gr.Blocks:
 
 def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools) -> None:
     live = LiveReplies()
-    chat_api, regenerate_api, chat_json_api, submit_fn, respond_fn, regenerate_fn = make_chat_handlers(playground, live)
+    chat_api, regenerate_api, chat_json_api, submit_fn, respond_fn, regenerate_fn, retry_loop_fn = \
+        make_chat_handlers(playground, live)
     halt, decide = make_reply_controls(live)
     load_model = make_load_model(playground)
     apply_defaults = make_apply_model_defaults(playground)
     generation_inputs = [settings.system_prompt, settings.thinking, *settings.sliders, models.model,
-                         models.yarn_factor, tools.selection]
+                         models.yarn_factor, tools.selection, chat.loop_guard]
 
     # chat (UI): Enter / Send move the message into the chat at once, then the reply streams.
     # (Gradio's frontend runs a trigger's events one after another, hence one chain, not two events.)
@@ -89,6 +91,11 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
             show_progress="minimal"))
     replies.append(chat.regenerate.click(regenerate_fn, [chat.chatbot, *generation_inputs], [chat.chatbot],
                                          api_visibility="private", show_progress="minimal"))
+    # after "Stopped: repeating": the same, with the cards' presence_penalty 1.5 (the slider shows it)
+    presence_slider = settings.sliders[SETTING_NAMES.index("presence_penalty")]
+    replies.append(chat.retry_loop.click(retry_loop_fn, [chat.chatbot, *generation_inputs],
+                                         [chat.chatbot, presence_slider], api_visibility="private",
+                                         show_progress="minimal"))
     # Stop cancels the reply (Gradio closes its generator, which stops the generation), then
     # marks what was cut short; in this order, no late streamed update overwrites the mark
     chat.stop.click(halt, None, None, cancels=replies, queue=False, api_visibility="private",

@@ -14,16 +14,18 @@ from typing import Any
 import gradio as gr
 
 from core import chat_io
+from core.chat import latest_soft_switch
 from core.errors import PlaygroundError
 from core.messages import content_text, field, new_reply_id
 from core.settings import SCHEMA
 from playground import ModelReady, Playground
+from playground.service import LOOP_RETRY_PRESENCE_PENALTY
 from playground.tools.approval import LiveReplies, ReplyControl
 from playground.tools.selection import ToolSelection
 from ui.api import param, visitor_of, with_settings
 from ui.chat_files import AUTOSAVE_S
-from ui.formatting import (CUT_SHORT, RUN, SKIP, close_reply, error_message, split_last_turn, stats_details,
-                           stats_message, user_message)
+from ui.formatting import (CUT_SHORT, RUN, SKIP, close_reply, error_message, repeating_message, split_last_turn,
+                           stats_details, stats_message, user_message)
 from ui.progress import gradio_progress
 from ui.reply_view import ReplyView
 
@@ -38,6 +40,8 @@ class ChatTab:
     send: gr.Button
     stop: gr.Button
     regenerate: gr.Button
+    retry_loop: gr.Button  # regenerate with the card's advice against loops (presence_penalty 1.5)
+    loop_guard: gr.Checkbox  # stop a reply that repeats itself (on by default)
     clear: gr.Button
     export: gr.Button
     import_file: gr.UploadButton
@@ -58,22 +62,26 @@ def build_chat_tab() -> ChatTab:
         stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, elem_id="stop")
     with gr.Row():
         regenerate = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+        retry_loop = gr.Button(f"Retry with presence penalty {LOOP_RETRY_PRESENCE_PENALTY:g}", size="sm",
+                               elem_id="retry-loop")
         clear = gr.Button("Clear", size="sm", elem_id="clear")
         export = gr.Button("Export chat", size="sm", elem_id="export-chat")
         import_file = gr.UploadButton("Import chat", size="sm", file_types=[".json", ".md"], file_count="single",
                                       type="filepath", elem_id="import-chat")
+        loop_guard = gr.Checkbox(True, label="Loop guard", elem_id="loop-guard", min_width=120,
+                                 info="stop a reply that repeats itself")
     with gr.Row():
         json_file = gr.File(label="Chat (JSON)", visible=False, interactive=False, elem_id="chat-json")
         markdown_file = gr.File(label="Chat (Markdown)", visible=False, interactive=False, elem_id="chat-markdown")
     autosave = gr.Timer(AUTOSAVE_S)
-    return ChatTab(chatbot, message, send, stop, regenerate, clear, export, import_file, json_file, markdown_file,
-                   autosave)
+    return ChatTab(chatbot, message, send, stop, regenerate, retry_loop, loop_guard, clear, export, import_file,
+                   json_file, markdown_file, autosave)
 
 
 def stream_reply(playground: Playground, history: History, system_prompt: str, thinking: bool,
                  settings: Mapping[str, Any], model: str, yarn_factor: float, progress: Any = None,
                  tools: Any = None, control: ReplyControl | None = None, visitor: str | None = None,
-                 can_ask: bool = True) -> Iterator[History]:
+                 can_ask: bool = True, loop_guard: bool = True) -> Iterator[History]:
     """Stream the assistant's turn for ``history`` (which ends with the user's message).
 
     Yields the whole history after each change (see ``ui.reply_view``), then the stats note.
@@ -81,7 +89,8 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
     Run / Skip decisions of "ask before each call" (``can_ask`` False, as in an API call where
     nobody can press them: calls run). The request is checked before any model
     loads. A failure becomes an error note; everything before it (a partial reply too) is kept,
-    and the note says the reply was cut short.
+    and the note says the reply was cut short. ``loop_guard``: a reply that repeats itself is
+    stopped and ends with a "Stopped: repeating" note (``repeating_message``) instead of the figures.
     """
     reply_id = new_reply_id()
     view = ReplyView(history, reply_id)
@@ -91,7 +100,8 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
         selection = ToolSelection.from_value(tools)
         request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
                                      thinking=thinking, system_prompt=system_prompt,
-                                     toolbox=playground.toolbox_for(selection, visitor))
+                                     toolbox=playground.toolbox_for(selection, visitor), loop_guard=loop_guard)
+        view.thinking_budget = request.settings.thinking_budget if request.thinking else 0
         approve = control.wait if selection.approve_each and can_ask else None
         events = playground.chat(request, gradio_progress(progress) if progress else None, control.stop, approve)
         with closing(events):
@@ -104,8 +114,14 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
                     yield history
         view.close()
         summary = ready.info.summary() if ready else model
-        history.append(stats_message(view.reply.stats, stats_details(view.reply.stats, summary, request.settings.seed),
-                                     reply_id))
+        details = stats_details(view.reply.stats, summary, request.settings.seed)
+        budget_note = thinking_budget_note(request, view.reply)
+        details += f"\n\n{budget_note}" if budget_note else ""
+        if view.reply.loop is not None:
+            history.append(repeating_message(view.reply.loop, view.reply.stats, details, reply_id,
+                                             request.settings.presence_penalty))
+        else:
+            history.append(stats_message(view.reply.stats, details, reply_id))
         yield history
     except Exception as exc:  # PlaygroundError: said plainly; anything else: a bug or a lost GPU slot
         shown = view.shown_any
@@ -117,13 +133,29 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
         yield history
 
 
+def thinking_budget_note(request: Any, reply: Any) -> str:
+    """What the thinking budget did to this reply ("" without one)."""
+    budget = request.settings.thinking_budget
+    if not budget:
+        return ""
+    if not request.thinking:
+        return f"Thinking budget {budget:,} tokens: moot, thinking is off"
+    if request.spec.backend == "remote":
+        return f"Thinking budget {budget:,} tokens: not applied, the remote backend does not apply one yet"
+    if latest_soft_switch(request.message_list) == "/no_think":
+        return f"Thinking budget {budget:,} tokens: moot, the message ends with /no_think"
+    if reply.budget_reached is not None:
+        return f"Thinking budget {budget:,} tokens: reached; the reasoning's last sentence was inserted"
+    return f"Thinking budget {budget:,} tokens: not reached"
+
+
 def make_chat_handlers(playground: Playground, live: LiveReplies):
     """(chat, regenerate, chat_json) for the API, (submit, respond, regenerate_ui) for the UI;
     ``live``: the replies in progress (Stop and Run / Skip reach them by session)."""
 
     def answer(history: History, system_prompt: str, thinking: bool, settings: Mapping[str, Any], model: str,
                yarn_factor: float, tools: Any, request: gr.Request | None, progress: Any = None,
-               api: bool = False) -> Iterator[History]:
+               api: bool = False, loop_guard: bool = True) -> Iterator[History]:
         """Answer the user message that ends ``history``; a history ending otherwise is left as is."""
         history = list(history or [])
         if not history or field(history[-1], "role") != "user":
@@ -132,7 +164,8 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
         session = None if api or request is None else request.session_hash
         with live.start(session) as control:
             yield from stream_reply(playground, history, system_prompt, thinking, settings, model, yarn_factor,
-                                    progress, tools, control, visitor_of(playground, request), can_ask=not api)
+                                    progress, tools, control, visitor_of(playground, request), can_ask=not api,
+                                    loop_guard=loop_guard is not False)
 
     def incoming(history: list[dict] | None) -> History:
         """An API client's history, checked and in today's shape (an older export's notes get ids)."""
@@ -144,7 +177,7 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
     # -- the API: stateless, the session's model is a parameter ----------------------------
     def chat(message: str, history: list[dict] | None, system_prompt: str, thinking: bool,
              settings: dict[str, Any], model: str, yarn_factor: float, tools: dict | None = None,
-             request: gr.Request | None = None) -> Iterator[list[dict]]:
+             loop_guard: bool = True, request: gr.Request | None = None) -> Iterator[list[dict]]:
         text = content_text(message)
         history = incoming(history)
         if not text.strip():
@@ -159,10 +192,11 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
             return
         history = [*history, user_message(text)]
         yield history
-        yield from answer(history, system_prompt, thinking, settings, model, yarn_factor, tools, request, api=True)
+        yield from answer(history, system_prompt, thinking, settings, model, yarn_factor, tools, request, api=True,
+                          loop_guard=loop_guard)
 
     def regenerate(history: list[dict] | None, system_prompt: str, thinking: bool, settings: dict[str, Any],
-                   model: str, yarn_factor: float, tools: dict | None = None,
+                   model: str, yarn_factor: float, tools: dict | None = None, loop_guard: bool = True,
                    request: gr.Request | None = None) -> Iterator[list[dict]]:
         before, last = split_last_turn(incoming(history))
         if last is None:
@@ -170,17 +204,18 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
             yield list(history or [])
             return
         yield from answer([*before, user_message(content_text(last))], system_prompt, thinking, settings, model,
-                          yarn_factor, tools, request, api=True)
+                          yarn_factor, tools, request, api=True, loop_guard=loop_guard)
 
     def chat_json(message: str, history: list[dict] | None, system_prompt: str, thinking: bool,
                   settings: dict[str, Any], model: str, yarn_factor: float, tools: dict | None = None,
-                  request: gr.Request | None = None) -> dict:
+                  loop_guard: bool = True, request: gr.Request | None = None) -> dict:
         try:
             playground.config.check_message(content_text(message))
             history = [*incoming(history), user_message(content_text(message))]
             toolbox = playground.toolbox_for(tools, visitor_of(playground, request))  # calls run: nobody to ask
             chat_request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
-                                              thinking=thinking, system_prompt=system_prompt, toolbox=toolbox)
+                                              thinking=thinking, system_prompt=system_prompt, toolbox=toolbox,
+                                              loop_guard=loop_guard is not False)
             return playground.reply(chat_request).to_dict()
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
@@ -188,7 +223,7 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
     head = [param("history", list[dict] | None, None), param("system_prompt", str, ""),
             param("thinking", bool, True)]
     tail = [param("model", str, playground.start.ref), param("yarn_factor", float, 1.0),
-            param("tools", dict | None, None), param("request", gr.Request, None)]
+            param("tools", dict | None, None), param("loop_guard", bool, True), param("request", gr.Request, None)]
     message = [param("message", str)]
     chat_api = with_settings(chat, message + head, tail, list[dict], "chat", CHAT_DOC)
     regenerate_api = with_settings(regenerate, head, tail, list[dict], "regenerate",
@@ -210,9 +245,9 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
     # (the request comes first: Gradio passes it only to parameters before ``*rest``)
     def respond(request: gr.Request, history: History, system_prompt: str, thinking: bool, *rest: Any,
                 progress=gr.Progress()) -> Iterator[History]:
-        *values, model, yarn_factor, tools = rest
+        *values, model, yarn_factor, tools, loop_guard = rest
         yield from answer(history, system_prompt, thinking, dict(zip(SETTING_NAMES, values)), model, yarn_factor,
-                          tools, request, progress)
+                          tools, request, progress, loop_guard=loop_guard)
 
     def regenerate_ui(request: gr.Request, history: History, system_prompt: str, thinking: bool, *rest: Any,
                       progress=gr.Progress()) -> Iterator[History]:
@@ -221,11 +256,25 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
             gr.Warning("Nothing to regenerate yet.")
             yield list(history or [])
             return
-        *values, model, yarn_factor, tools = rest
+        *values, model, yarn_factor, tools, loop_guard = rest
         yield from answer([*before, user_message(content_text(last))], system_prompt, thinking,
-                          dict(zip(SETTING_NAMES, values)), model, yarn_factor, tools, request, progress)
+                          dict(zip(SETTING_NAMES, values)), model, yarn_factor, tools, request, progress,
+                          loop_guard=loop_guard)
 
-    return chat_api, regenerate_api, chat_json_api, submit, respond, regenerate_ui
+    def retry_loop_ui(request: gr.Request, history: History, system_prompt: str, thinking: bool, *rest: Any,
+                      progress=gr.Progress()) -> Iterator[tuple[History, float]]:
+        """Regenerate the last user message with the card's advice against loops (presence_penalty
+        1.5, ``Playground.loop_retry_settings``); the presence_penalty slider shows it."""
+        *values, model, yarn_factor, tools, loop_guard = rest
+        settings = dict(zip(SETTING_NAMES, values))
+        penalty = LOOP_RETRY_PRESENCE_PENALTY
+        settings["presence_penalty"] = penalty
+        for step in regenerate_ui(request, history, system_prompt, thinking,
+                                  *[settings[name] for name in SETTING_NAMES], model, yarn_factor, tools, loop_guard,
+                                  progress=progress):
+            yield step, penalty
+
+    return chat_api, regenerate_api, chat_json_api, submit, respond, regenerate_ui, retry_loop_ui
 
 
 CHAT_DOC = """Send `message` after `history` (OpenAI-style messages); streams the updated history.
@@ -233,8 +282,11 @@ CHAT_DOC = """Send `message` after `history` (OpenAI-style messages); streams th
 A reply is a reasoning message (metadata.title "Thinking…" while it streams, then "Thought for
 N s" with metadata.duration) when the model thinks, the answer message, then a note with the
 figures. metadata.id says what each assistant message is ("reasoning:…", "answer:…", "stats:…",
-"error:…", "stopped:…"); only answers go back to the model. A generation setting left out (None)
+"error:…", "stopped:…", "repeating:…"); only answers go back to the model. A generation setting left out (None)
 is the card's preset value for the model and mode; seed -1 or None = random.
+
+`loop_guard` (default true): a reply that repeats itself (the same span over and over) is stopped,
+keeps what it wrote and ends with a "repeating:…" note ("Stopped: repeating") instead of the figures.
 
 `tools` (None: no tools): {"mcp_config": the cards' {"mcpServers": ...} JSON, "enabled": [tool
 names] (None: all), "code_interpreter": bool, "max_rounds": 1-64}; a hosted playground offers only
@@ -246,7 +298,8 @@ with the call as JSON: {"id", "name", "arguments", "result", "error", "round", "
 CHAT_JSON_DOC = """One whole reply to `message` after `history`, as `app.py chat --json` prints it:
 {"backend", "model", "reasoning", "answer", "stats": {prompt_tokens, completion_tokens, ttft_s,
 tokens_per_s, total_s, finish_reason, cached_prompt_tokens, reasoning_tokens, load_s, seed},
-"info": {...}}, plus "stop_reason" and "error" when the reply was cut short by an error. With
+"info": {...}}, plus "stop_reason" and "error" when the reply was cut short by an error, or
+"stop_reason": "repeating" (and stats.stopped_by "loop_guard") when `loop_guard` stopped it. With
 `tools` (as for /chat), also "messages" (the exchange in OpenAI's format), "tool_calls" and
 "rounds".
 """

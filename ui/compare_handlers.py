@@ -133,20 +133,23 @@ def make_compare_handlers(playground: Playground):
             raise gr.Error(f"Tools: {message.removeprefix('tools: ')}") from None
 
     def settings_for(entries: list[EntrySpec], thinking: bool, preset: str | None, seed: Any,
-                     max_new_tokens: Any):
+                     max_new_tokens: Any, thinking_budget: Any = 0):
         name = preset if preset and preset != AUTO_PRESET else default_preset_name(bool(thinking), _quantized(playground, entries))
         if name not in playground.presets:
             raise gr.Error(f"unknown preset {name!r}; available: {AUTO_PRESET}, {', '.join(playground.presets)}")
         changes: dict[str, Any] = {"seed": None if seed in (None, "") or float(seed) < 0 else int(seed)}
         if max_new_tokens not in (None, "", 0):
             changes["max_new_tokens"] = int(max_new_tokens)
+        if thinking_budget not in (None, ""):
+            changes["thinking_budget"] = int(thinking_budget)
         try:
             return playground.presets[name].settings.with_updates(**changes).validate(bool(thinking))
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
 
     def run_turn(comparison: Comparison, entries: list[EntrySpec], prompt: str, settings, thinking: bool,
-                 system_prompt: str, concurrent: bool, toolbox: Toolbox | None) -> Iterator[tuple[Any, ...]]:
+                 system_prompt: str, concurrent: bool, toolbox: Toolbox | None,
+                 loop_guard: bool = True) -> Iterator[tuple[Any, ...]]:
         """Stream one turn of every column; closing this generator (Stop) stops them all."""
         histories = comparison.start_turn(prompt, toolbox)
         comparison.settings, comparison.thinking = settings.to_dict(), bool(thinking)
@@ -161,7 +164,7 @@ def make_compare_handlers(playground: Playground):
         started = time.perf_counter()
         yield render(comparison, f"Running {count} entries {mode}…", phases)
         events = run_comparison(playground, entries, histories, settings, bool(thinking),
-                                system_prompt=system_prompt or "", concurrent=bool(concurrent), toolbox=toolbox)
+                                system_prompt=system_prompt or "", concurrent=bool(concurrent), toolbox=toolbox, loop_guard=bool(loop_guard))
         last = 0.0
         try:
             for event in events:
@@ -188,22 +191,23 @@ def make_compare_handlers(playground: Playground):
     def compare(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
                 model_4: str | None, yarn_4: float, prompt: str, system_prompt: str = "", thinking: bool = True,
                 preset: str = AUTO_PRESET, seed: int = 0, max_new_tokens: int = 32768, concurrent: bool = False,
-                comparison: Comparison | None = None, tools: Any = None,
-                panel_tools: Any = None, request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
+                comparison: Comparison | None = None, tools: Any = None, thinking_budget: int = 0,
+                loop_guard: bool = True, panel_tools: Any = None, request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
         """A new comparison: ``prompt`` on 2-4 entries (model + YaRN factor; empty model = unused).
         ``tools``: a tool selection (the API's; else ``panel_tools``, the chat's tools panel)."""
         entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
         if not (prompt or "").strip():
             raise gr.Error("Type a prompt first.")
-        settings = settings_for(entries, thinking, preset, seed, max_new_tokens)
+        settings = settings_for(entries, thinking, preset, seed, max_new_tokens, thinking_budget)
         toolbox = toolbox_of(chosen_tools(tools, panel_tools), request)
         fresh = new_comparison(entries, prompt, settings, bool(thinking), system_prompt or "")
-        yield from run_turn(fresh, entries, prompt, settings, thinking, system_prompt, concurrent, toolbox)
+        yield from run_turn(fresh, entries, prompt, settings, thinking, system_prompt, concurrent, toolbox,
+                            loop_guard)
 
     def follow_up(prompt: str, system_prompt: str = "", thinking: bool = True, preset: str = AUTO_PRESET,
                   seed: int = 0, max_new_tokens: int = 32768, concurrent: bool = False,
-                  comparison: Comparison | None = None, tools: Any = None,
-                  panel_tools: Any = None, request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
+                  comparison: Comparison | None = None, tools: Any = None, thinking_budget: int = 0,
+                  loop_guard: bool = True, panel_tools: Any = None, request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
         """Send ``prompt`` to every column's own conversation (the session's comparison's entries),
         with this turn's tools (as for :func:`compare`)."""
         if comparison is None or not comparison.entries:
@@ -211,9 +215,10 @@ def make_compare_handlers(playground: Playground):
         if not (prompt or "").strip():
             raise gr.Error("Type a follow-up message first.")
         entries = comparison_entries(playground, comparison)
-        settings = settings_for(entries, thinking, preset, seed, max_new_tokens)
+        settings = settings_for(entries, thinking, preset, seed, max_new_tokens, thinking_budget)
         toolbox = toolbox_of(chosen_tools(tools, panel_tools), request)
-        yield from run_turn(comparison, entries, prompt, settings, thinking, system_prompt, concurrent, toolbox)
+        yield from run_turn(comparison, entries, prompt, settings, thinking, system_prompt, concurrent, toolbox,
+                            loop_guard)
 
     def stopped(comparison: Comparison | None) -> tuple[Any, ...]:
         """After Stop: columns without statistics are marked stopped, spinners close."""

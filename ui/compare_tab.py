@@ -4,11 +4,14 @@ API endpoints (``gradio_client``; the session's comparison is kept between calls
 - ``/compare`` (streaming): model_1, yarn_1, ..., model_4, yarn_4 (empty model = unused), prompt,
   system_prompt, thinking, preset ("auto" or a preset name), seed (-1 = random), max_new_tokens,
   concurrent, tools (optional: a ``ToolSelection`` dict such as ``{"mcp_config": {...},
-  "max_rounds": 8}``; None = the session's tools panel, if any) -> (column 1..4 messages, results
+  "max_rounds": 8}``; None = the session's tools panel, if any), thinking_budget (0 = off),
+  loop_guard (True: a reply that repeats itself is stopped, "repeating")
+  -> (column 1..4 messages, results
   table, tokens/s chart, memory chart, status). With tools every entry runs its own tool loop,
   calls run automatically, and the table adds tool calls, valid calls, rounds, same final answer
 - ``/compare_follow_up`` (streaming): prompt, system_prompt, thinking, preset, seed,
-  max_new_tokens, concurrent, tools -> the same; every column continues its own conversation
+  max_new_tokens, concurrent, tools, thinking_budget, loop_guard -> the same; every column continues its own
+  conversation
 - ``/compare_perplexity`` (streaming): the eight entry fields, text (a shipped text's name),
   pasted (wins when not empty) -> the same
 - ``/compare_export``: -> (JSON file, Markdown file)
@@ -45,6 +48,8 @@ class CompareTab:
     preset: gr.Dropdown
     seed: gr.Number
     max_new_tokens: gr.Number
+    thinking_budget: gr.Number
+    loop_guard: gr.Checkbox
     concurrent: gr.Checkbox
     compare: gr.Button
     follow_up: gr.Button
@@ -106,6 +111,11 @@ def build_compare_tab(playground: Playground) -> CompareTab:
             max_new_tokens = gr.Number(value=DEFAULT_MAX_NEW_TOKENS, precision=0, minimum=1,
                                        maximum=MAX_NEW_TOKENS_LIMIT, label="max new tokens",
                                        elem_id="compare-max-new-tokens")
+            thinking_budget = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_NEW_TOKENS_LIMIT,
+                                        label="thinking budget", info="0 = off; thinking mode only",
+                                        elem_id="compare-thinking-budget")
+            loop_guard = gr.Checkbox(value=True, label="Loop guard", info="stop a reply that repeats itself",
+                                     elem_id="compare-loop-guard")
         system_prompt = gr.Textbox(label="System prompt", lines=1, placeholder="Optional",
                                    elem_id="compare-system-prompt")
         gr.Markdown(POOL_NOTE.format(slots=playground.pool.max_models))
@@ -135,7 +145,7 @@ def build_compare_tab(playground: Playground) -> CompareTab:
     state = gr.State(None)
     tools = gr.JSON(None, visible=False, label="tools")
     return CompareTab(models, yarns, columns, prompt, system_prompt, thinking, preset, seed, max_new_tokens,
-                      concurrent, compare, follow_up, stop, clear, status, tools_note, table, tokens_chart,
+                      thinking_budget, loop_guard, concurrent, compare, follow_up, stop, clear, status, tools_note, table, tokens_chart,
                       memory_chart, text, pasted, score, export, json_file, markdown_file, import_file, state, tools)
 
 
@@ -148,10 +158,11 @@ def wire_compare_tab(playground: Playground, tab: CompareTab, tools: gr.componen
                 tab.concurrent]
     outputs = [*tab.columns, tab.table, tab.tokens_chart, tab.memory_chart, tab.status, tab.state]
     # a gr.State input is not an API parameter: the API's trailing ``tools`` is the hidden tab.tools
-    selection = [tab.tools, *([tools] if tools is not None else [])]
+    selection = [tab.tools, tab.thinking_budget, tab.loop_guard, *([tools] if tools is not None else [])]
     # the note by the results: from the selection as a run starts (registered first: the page runs
     # a trigger's events in order), then from the comparison the session holds after every change
-    def note_of_selection(api_tools: Any, panel_tools: Any = None) -> Any:
+    def note_of_selection(api_tools: Any, thinking_budget: Any = 0, loop_guard: Any = True,
+                          panel_tools: Any = None) -> Any:
         return tools_note(chosen_tools(api_tools, panel_tools))
 
     def note_of(comparison: Any) -> Any:

@@ -20,6 +20,7 @@ THINKING_INFO = "Hard switch (enable_thinking). End a message with /think or /no
 ERROR_TITLE = "Error"
 STOPPED_TITLE = "Stopped"
 INTERRUPTED_TITLE = "Interrupted"
+REPEATING_TITLE = "Stopped: repeating"
 INTERRUPTED_NOTE = "The page was closed or reloaded before this reply ended; what had streamed is kept."
 CUT_SHORT = "\n\nThe reply above was cut short by this error; what it had streamed is kept."
 
@@ -61,6 +62,23 @@ def error_message(error: Exception | str, reply_id: str) -> dict[str, Any]:
 
 def stopped_message(reply_id: str) -> dict[str, Any]:
     return _assistant("stopped", reply_id, "", title=STOPPED_TITLE, status="done")
+
+
+def repeating_message(loop: Any, stats: GenerationStats | None, details: str, reply_id: str,
+                      presence_penalty: float | None = None, retry_penalty: float = 1.5) -> dict[str, Any]:
+    """The note that ends a reply the loop guard stopped (``loop``: its ``LoopStopped``): what
+    happened, what the retry changes, then the figures."""
+    body = (f"The reply repeated the same {loop.period_chars} characters {loop.repeats} times, so the loop "
+            "guard stopped it; what it wrote is kept. Quantized Qwen3 models sometimes loop like this.")
+    if presence_penalty is not None and presence_penalty != retry_penalty:
+        body += (f"\n\n**Retry with presence penalty {retry_penalty:g}** answers the last message again with "
+                 f"presence_penalty {presence_penalty:g} → {retry_penalty:g} (the Qwen3 cards' advice against "
+                 "endless repetition; the slider moves too).")
+    else:
+        body += (f"\n\npresence_penalty is already {retry_penalty:g} (the cards' advice): Regenerate tries another "
+                 "seed, or turn the Loop guard off to let it run.")
+    body += f"\n\n{stats_line(stats)}\n\n{details}"
+    return _assistant("repeating", reply_id, body, title=REPEATING_TITLE, status="done")
 
 
 def interrupted_message(reply_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config import AppConfig
 from core.messages import kind_of
 from core.settings import SCHEMA, GenerationSettings
 from playground import Playground
@@ -171,3 +172,21 @@ def test_the_api_says_a_reply_was_stopped_repeating(client):
     assert kind_of(note) == "repeating" and note["metadata"]["title"] == "Stopped: repeating"
     assert "presence_penalty 0 → 1.5" in note["content"] and "3 characters" in note["content"]
     assert kind_of(history[-2]) == "answer" and history[-2]["content"].startswith("la la la")
+
+
+def test_a_real_llama_cpp_server_is_stopped_by_the_guard_too(tmp_path):
+    """The guard watches the stream whatever serves it: a real llama_cpp.server's endless song is
+    stopped (the request is closed, so the server stops generating), the text kept."""
+    from test_remote_backend import MODEL, start_server
+
+    server = start_server(tmp_path)
+    remote = Playground(AppConfig(remote_base_url=server.url))
+    try:
+        request = remote.request([{"role": "user", "content": ENDLESS_Q}], model=f"remote:{MODEL}", thinking=False,
+                                 settings=SONG)
+        data = remote.reply(request).to_dict()
+        assert data["stop_reason"] == "repeating" and data["stats"]["stopped_by"] == "loop_guard"
+        assert data["answer"].startswith("la la la") and data["stats"]["completion_tokens"] < LOOP_TOKEN_BOUND
+    finally:
+        remote.close()
+        server.stop()

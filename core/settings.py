@@ -35,6 +35,7 @@ class SettingSpec:
     help: str
     exclusive_minimum: bool = False  # the minimum itself is refused (top_p 0)
     optional: bool = False  # None allowed (seed: a fresh random seed per reply)
+    preset: bool = True  # a sampling preset sets it (not the thinking budget: a preset change keeps it)
 
     @property
     def flag(self) -> str:
@@ -102,7 +103,8 @@ SCHEMA: tuple[SettingSpec, ...] = (
     SettingSpec("seed", int, 0, 2**32 - 1, None, 1,
                 "random seed for reproducible sampling (-1 or none: a fresh seed per reply)", optional=True),
     SettingSpec("thinking_budget", int, 0, MAX_NEW_TOKENS_LIMIT, 0, 256,
-                "thinking mode: most tokens of reasoning, then Qwen's early-stop text ends it and the answer follows (0: off)"),
+                "thinking mode: most tokens of reasoning, then Qwen's early-stop text ends it and the answer follows (0: off)",
+                preset=False),
 )
 SCHEMA_BY_NAME: dict[str, SettingSpec] = {spec.name: spec for spec in SCHEMA}
 _D = {spec.name: spec.default for spec in SCHEMA}

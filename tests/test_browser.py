@@ -76,8 +76,12 @@ def test_chat_reasoning_panel_thinking_toggle_offline(browser, ui_server, slow_t
     top_p = page.locator("#top_p input[type=number]")
     expect(temperature).to_have_value("0.6")
     expect(top_p).to_have_value("0.95")
+    budget = page.locator("#thinking_budget input[type=number]")  # not a preset's: a preset change keeps it
+    budget.fill("512")
+    budget.press("Enter")
     page.locator("#thinking-toggle input[type=checkbox]").uncheck()
     expect(temperature).to_have_value("0.7", timeout=10000)
+    expect(budget).to_have_value("512")
     expect(top_p).to_have_value("0.8")
     expect(page.locator("#preset input")).to_have_value("non-thinking")
     expect(page.locator("#preset-note")).not_to_contain_text("customised")

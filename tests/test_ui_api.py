@@ -119,7 +119,7 @@ def test_presets_endpoint_and_preset_change(client):
     presets = client.predict(api_name="/presets")
     assert presets["thinking"]["temperature"] == 0.6 and presets["non-thinking"]["mode"] == "non-thinking"
     *values, note = client.predict("non-thinking", api_name="/apply_preset")
-    assert values == [0.7, 0.8, 20, 0.0, 0.0, 32768, -1, 0]  # ..., seed (random), no thinking budget
+    assert values == [0.7, 0.8, 20, 0.0, 0.0, 32768, -1, {"__type__": "update"}]  # the thinking budget: unchanged
     assert "non-thinking" in note
     *values, note = client.predict("thinking-quantized", api_name="/apply_preset")
     assert values[0] == 0.6 and values[4] == 1.5

@@ -18,7 +18,7 @@ from core.settings import SCHEMA
 from playground import Playground
 from ui.formatting import preset_status
 from ui.progress import gradio_progress
-from ui.settings_panel import preset_label, settings_to_values, thinking_info
+from ui.settings_panel import preset_label, preset_values, thinking_info
 
 
 @dataclass
@@ -143,7 +143,7 @@ def make_apply_model_defaults(playground: Playground):
         in_catalog = any(entry.name == model for entry in playground.catalog)
         return (model, gr.Checkbox(value=thinking, interactive=spec.fixed_thinking is None, info=thinking_info(spec)),
                 gr.Dropdown(choices=playground.presets_for(thinking), value=name, label=preset_label(thinking)),
-                *settings_to_values(preset.settings), preset_status(name, False, preset.description),
+                *preset_values(preset.settings), preset_status(name, False, preset.description),
                 model if in_catalog else gr.skip(), "" if in_catalog else gr.skip())
 
     return apply_model_defaults

@@ -51,6 +51,17 @@ def settings_to_values(settings: GenerationSettings) -> list[Any]:
             for spec in SCHEMA]
 
 
+def preset_values(settings: GenerationSettings) -> list[Any]:
+    """What applying a preset sends to the widgets: its values, and no change to a setting no
+    preset sets (the thinking budget the user chose stays)."""
+    return [value if spec.preset else gr.skip() for spec, value in zip(SCHEMA, settings_to_values(settings))]
+
+
+def same_as_preset(settings: GenerationSettings, preset: GenerationSettings) -> bool:
+    """Whether the settings a preset sets are its values (the others do not make it "customised")."""
+    return all(getattr(settings, spec.name) == getattr(preset, spec.name) for spec in SCHEMA if spec.preset)
+
+
 def values_to_settings(*values: Any) -> GenerationSettings:
     """Widget values (schema order) -> settings, coerced by the schema (not range-checked)."""
     return GenerationSettings().with_values(**{spec.name: value for spec, value in zip(SCHEMA, values)})
@@ -126,7 +137,7 @@ def wire_settings_panel(playground: Playground, panel: SettingsPanel, model: gr.
         if preset not in playground.presets:
             raise gr.Error(f"unknown preset {preset!r}; available: {', '.join(playground.presets)}")
         chosen = playground.presets[preset]
-        return (*settings_to_values(chosen.settings), preset_status(preset, False, chosen.description))
+        return (*preset_values(chosen.settings), preset_status(preset, False, chosen.description))
 
     def set_thinking(thinking: bool, model: str) -> tuple[Any, ...]:
         """Switch the preset picker to the mode's default preset (quantized variant if needed)."""
@@ -143,7 +154,7 @@ def wire_settings_panel(playground: Playground, panel: SettingsPanel, model: gr.
         if chosen is None:
             return preset_status(None, True)
         try:
-            same = values_to_settings(*values) == chosen.settings
+            same = same_as_preset(values_to_settings(*values), chosen.settings)
         except (PlaygroundError, TypeError, ValueError):
             same = False
         return preset_status(preset, not same, chosen.description)

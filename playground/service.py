@@ -25,6 +25,7 @@ from typing import Any
 
 from backends.base import Backend, ModelInfo, StopSignal
 from backends.pool import ModelPool
+from backends.registry import backend_class
 from core.catalog import ModelSpec, load_catalog
 from core.config import AppConfig
 from core.errors import InvalidSettings, ModelNotFound, PlaygroundError
@@ -288,6 +289,10 @@ class Playground:
         ``QWEN3_PLAYGROUND_TOOLS``; outside hosted mode also its code interpreter), for a UI to
         list: starts the host's servers the first time, runs no tool."""
         return [spec for source in self._host_sources() for spec in source.tools()]
+
+    def applies_thinking_budget(self, spec: ModelSpec) -> bool:
+        """Whether ``spec``'s backend can cut the reasoning at a thinking budget (it continues a reply)."""
+        return backend_class(spec.backend).continues_replies
 
     def visitor_id(self, raw: str | None) -> str:
         """An anonymous, stable id (``v-`` and 10 hex digits) for ``raw``, a Gradio session hash or

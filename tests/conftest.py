@@ -51,6 +51,19 @@ def wait_for_file(path: Path, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def join_threads(matches: Any, timeout: float) -> list[Any]:
+    """Wait (``Thread.join``, within one ``timeout``) for the threads whose name ``matches``;
+    return those still alive."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    threads = [t for t in threading.enumerate() if matches(t.name)]
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [t for t in threads if t.is_alive()]
+
+
 def launch_in_process(demo: Any, concurrency: int = 4) -> str:
     """Serve ``demo`` (a gr.Blocks) on 127.0.0.1:<free port> without blocking; return its URL."""
     port = free_port()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from chromium import ARTIFACTS, offline_context, requires_chromium
+from conftest import join_threads
 from tinymodels.script import ADD_ANSWER, ADD_Q, ADD_REASONING, ENDLESS_Q
 
 pytestmark = requires_chromium
@@ -99,12 +100,8 @@ def test_chat_reasoning_panel_thinking_toggle_offline(browser, ui_server, slow_t
     expect(chat).to_contain_text("Stopped")
     # Stop sets the reply's stop event (the generation ends) and cancels the event (Gradio closes
     # the stream, which hands the model back): both within moments
-    lock = slow_tiny_model._generation_lock
-    deadline = time.monotonic() + 5
-    while (generating() or lock.locked()) and time.monotonic() < deadline:
-        page.wait_for_timeout(50)  # not time.sleep: the request router runs inside Playwright calls
-    assert not generating(), "generate kept running after Stop"
-    assert not lock.locked(), "the model was not handed back after Stop"
+    assert join_threads(lambda name: name == "generate", 5) == [], "generate kept running after Stop"
+    assert slow_tiny_model._generation_lock.wait_free(5), "the model was not handed back after Stop"
     expect(chat.locator("[data-testid=bot]").first).to_contain_text("la la la")  # what was streamed stays
 
     # changing a slider marks the preset as customised

@@ -6,10 +6,9 @@ not to 127.0.0.1 is aborted and fails the test). Screenshots go to ``artifacts/`
 from __future__ import annotations
 
 import re
-import threading
-import time
 
 from chromium import ARTIFACTS, offline_context, requires_chromium
+from conftest import join_threads
 from tinymodels.script import ADD_ANSWER, ADD_Q, ADD_REASONING, ENDLESS_Q
 
 ENTRIES = ("tiny-fp8", "tiny-gptq-int4", "tiny-gguf-q8_0")
@@ -75,14 +74,9 @@ def test_compare_three_models_side_by_side_offline(browser, ui_server):
     for index in (1, 2, 3):
         expect(page.locator(f"#compare-column-{index}")).to_contain_text("Stopped")
     expect(page.locator("#compare-column-2 [data-testid=bot]").first).not_to_contain_text("la la")  # never sang
-    deadline = time.monotonic() + 10
-    while generating() and time.monotonic() < deadline:
-        page.wait_for_timeout(50)  # not time.sleep: the request router runs inside Playwright calls
-    assert not generating(), "a column kept generating after Stop"
+    assert join_threads(lambda name: name == "generate" or name.startswith("compare-"), 10) == [], \
+        "a column kept generating after Stop"
     page.screenshot(path=str(ARTIFACTS / "browser-compare-stopped.png"), full_page=True)
 
     assert outside == [], f"the page tried to reach outside 127.0.0.1: {outside}"
 
-
-def generating() -> bool:
-    return any(t.is_alive() and (t.name == "generate" or t.name.startswith("compare-")) for t in threading.enumerate())

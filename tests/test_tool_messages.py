@@ -183,8 +183,7 @@ def test_run_and_skip_release_the_waiting_loop():
     decisions: list[bool] = []
     waiter = threading.Thread(target=lambda: decisions.append(control.wait(CALL)))
     waiter.start()
-    while control.waiting_for != CALL.id:  # the loop's thread is waiting (a condition, not a sleep)
-        threading.Event().wait(0.001)
+    assert control.next_waiting(timeout=5) == CALL.id  # the loop's thread is waiting now
     assert not control.decide("another call", True)
     assert control.decide(CALL.id, True)
     waiter.join(5)
@@ -196,8 +195,7 @@ def test_stop_releases_a_waiting_call_as_not_run():
     decisions: list[bool] = []
     waiter = threading.Thread(target=lambda: decisions.append(control.wait(CALL)))
     waiter.start()
-    while control.waiting_for != CALL.id:
-        threading.Event().wait(0.001)
+    assert control.next_waiting(timeout=5) == CALL.id  # the loop's thread is waiting now
     control.request_stop()
     waiter.join(5)
     assert decisions == [False] and control.stop.is_set()

@@ -115,7 +115,7 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
         view.close()
         summary = ready.info.summary() if ready else model
         details = stats_details(view.reply.stats, summary, request.settings.seed)
-        budget_note = thinking_budget_note(request, view.reply)
+        budget_note = thinking_budget_note(request, view.reply, playground.applies_thinking_budget(request.spec))
         details += f"\n\n{budget_note}" if budget_note else ""
         if view.reply.loop is not None:
             history.append(repeating_message(view.reply.loop, view.reply.stats, details, reply_id,
@@ -133,15 +133,17 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
         yield history
 
 
-def thinking_budget_note(request: Any, reply: Any) -> str:
-    """What the thinking budget did to this reply ("" without one)."""
+def thinking_budget_note(request: Any, reply: Any, applied: bool) -> str:
+    """What the thinking budget did to this reply ("" without one); ``applied``: the backend
+    can apply one."""
     budget = request.settings.thinking_budget
     if not budget:
         return ""
     if not request.thinking:
         return f"Thinking budget {budget:,} tokens: moot, thinking is off"
-    if request.spec.backend == "remote":
-        return f"Thinking budget {budget:,} tokens: not applied, the remote backend does not apply one yet"
+    if not applied:
+        return (f"Thinking budget {budget:,} tokens: not applied, the {request.spec.backend} backend does not "
+                "apply one yet")
     if latest_soft_switch(request.message_list) == "/no_think":
         return f"Thinking budget {budget:,} tokens: moot, the message ends with /no_think"
     if reply.budget_reached is not None:

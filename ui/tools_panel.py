@@ -19,13 +19,10 @@ from core.errors import PlaygroundError
 from core.mcp_config import parse_mcp_config
 from core.tools import DEFAULT_MAX_ROUNDS, MAX_ROUNDS_LIMIT, ToolSpec
 from playground import Playground
+from playground.tools.code_interpreter import NAME as CODE_INTERPRETER
 from playground.tools.selection import MAX_CONFIG_CHARS, ToolSelection
 from ui.formatting import fenced
 
-CODE_INTERPRETER = "code_interpreter"
-EXAMPLE_CONFIG = json.dumps({"mcpServers": {
-    "time": {"command": "uvx", "args": ["mcp-server-time", "--local-timezone=Asia/Shanghai"]},
-    "fetch": {"command": "uvx", "args": ["mcp-server-fetch"]}}}, indent=2)
 NOT_CONNECTED = "Not connected. Paste a config (the cards' `mcpServers` format) and press **Connect**."
 
 

@@ -29,11 +29,18 @@ class ReplyControl:
         with self._changed:
             return self._waiting
 
+    def next_waiting(self, timeout: float | None = None) -> str | None:
+        """Block until a call waits for the user's decision; its id (None after ``timeout``)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting is not None, timeout)
+            return self._waiting
+
     def wait(self, call: ToolCall) -> bool:
         """Block until the user decides on ``call`` (True: run it). False when skipped, at Stop,
         or after ``timeout_s``."""
         with self._changed:
             self._waiting, self._decision = call.id, None
+            self._changed.notify_all()  # a waiting call is news (next_waiting)
             self._changed.wait_for(lambda: self._decision is not None or self.stop.is_set(), self.timeout_s)
             decision = bool(self._decision) and not self.stop.is_set()
             self._waiting, self._decision = None, None

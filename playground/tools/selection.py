@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from core.errors import InvalidSettings
@@ -57,7 +57,7 @@ class ToolSelection:
                 raise InvalidSettings("the tool selection is not valid JSON") from None
         if not isinstance(value, Mapping):
             raise InvalidSettings("the tool selection must be an object")
-        unknown = sorted(set(value) - {"mcp_config", "enabled", "code_interpreter", "max_rounds", "approve_each"})
+        unknown = sorted(set(value) - {f.name for f in fields(cls)})
         if unknown:
             raise InvalidSettings(f"the tool selection has an unknown key {unknown[0]!r}")
         config = value.get("mcp_config") or ""

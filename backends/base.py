@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import BackendError, PlaygroundError, PromptError
-from core.events import (BackendItem, ChatEvent, GenerationStats, Perplexity, ProgressFn, RawDelta,
+from core.events import (BackendItem, ChatEvent, GenerationStats, Perplexity, ProgressFn, RawDelta, ReasoningDelta,
                          ThinkingBudgetReached)
-from core.reasoning import EARLY_STOP_TEXT
+from core.reasoning import EARLY_STOP_SENTENCE, EARLY_STOP_TEXT
 from core.reply_split import ReplySplitter
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
@@ -196,24 +196,39 @@ class Backend(ABC):
         split = ReplySplitter(request.thinking, tools=bool(request.tools))
         budget = settings.thinking_budget if request.thinking and self.continues_replies else 0
         budgeted = 0 < budget < settings.max_new_tokens
+        by_server = budgeted and self.budget_by_server
         turn = contextlib.nullcontext() if self.parallel_replies else self._generation_lock
         with turn:
             written: list[str] = []  # what the model wrote: the prefix it continues from
-            first = settings.with_updates(max_new_tokens=budget) if budgeted else settings
+            first = settings.with_updates(max_new_tokens=budget) if budgeted and not by_server else settings
             stats = yield from self._phase(request, first, split, stop, "", written)
-            if budgeted and stats.finish_reason == "length":  # the budget ended the first part: go on
-                prefix = "".join(written)
+            if budgeted and not by_server and stats.finish_reason == "length":  # the budget ended it: go on
+                prefix = "".join(written) if written else split.markup()
                 if split.in_reasoning:  # still reasoning: Qwen's text ends it
                     yield ThinkingBudgetReached(budget, EARLY_STOP_TEXT)
-                    yield from split.feed(RawDelta(EARLY_STOP_TEXT))
+                    # raw text goes through the shared parser; a pre-split reply gets the sentence
+                    yield from split.feed(RawDelta(EARLY_STOP_TEXT) if written else ReasoningDelta(EARLY_STOP_SENTENCE.rstrip()))
                     prefix += EARLY_STOP_TEXT
                 rest = settings.with_updates(max_new_tokens=settings.max_new_tokens - stats.completion_tokens)
                 more = yield from self._phase(request, rest, split, stop, prefix, [])
                 stats = stats.followed_by(more)
-            yield from split.finish(stats.finish_reason)
+            tail = split.finish(stats.finish_reason)
             if stats.reasoning_tokens is None:
                 stats.reasoning_tokens = self.count_tokens(split.reasoning) if split.reasoning else 0
+            if by_server:
+                yield from self._server_budget_outcome(budget, stats.reasoning_tokens)
+            yield from tail
             yield stats
+
+    @property
+    def budget_by_server(self) -> bool:
+        """True when the engine behind this backend caps the reasoning itself (a server's own
+        thinking budget): the reply is then one generation, with the budget in its settings."""
+        return False
+
+    def _server_budget_outcome(self, budget: int, reasoning_tokens: int) -> Iterator[ChatEvent]:
+        """After a reply whose budget the engine applied: whether the budget cut it."""
+        return iter(())
 
     def _phase(self, request: ChatRequest, settings: GenerationSettings, split: ReplySplitter,
                stop: threading.Event | None, prefix: str, written: list[str]

@@ -29,12 +29,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from backends.base import Backend, LoadOptions, ModelInfo, StopSignal
+from backends.remote_thinking_budget import (CLIENT_NOTE, ServerBudget, continuation_prompt, ignored_budget,
+                                             server_budget)
 from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import BackendError, InvalidSettings, ModelLoadError, ModelNotFound, PlaygroundError
-from core.events import AnswerDelta, BackendItem, GenerationStats, ReasoningDelta
+from core.events import AnswerDelta, BackendItem, ChatEvent, GenerationStats, ReasoningDelta, ThinkingBudgetReached
 from core.events import ProgressFn
-from core.reasoning import ReasoningParser
+from core.reasoning import THINK_CLOSE, THINK_OPEN, ReasoningParser
 from core.server_flags import server_command_lines
 from core.settings import GenerationSettings
 from core.tool_calls import call_from_parts
@@ -132,6 +134,7 @@ def _field(obj: Any, name: str) -> Any:
 class RemoteBackend(Backend):
     name = "remote"
     parallel_replies = True  # the server batches concurrent requests: no lock around a reply
+    continues_replies = True  # from /v1/completions (the playground's thinking budget)
     connect_timeout_s = 10.0
     read_timeout_s = 120.0  # longest silence between two streamed chunks
 
@@ -146,6 +149,8 @@ class RemoteBackend(Backend):
         # "top_k off": vLLM and SGLang want -1 (vLLM rejects 0), llama_cpp.server wants 0 (rejects -1)
         self._top_k_off = -1
         self._ignored_thinking_off = False  # the server thought although enable_thinking was false
+        self._server_budget: ServerBudget | None = None  # the server's own thinking budget, if known
+        self._server_budget_problem = ""  # why the server's budget is not used (refused, ignored)
 
     def __repr__(self) -> str:  # never the key
         return f"RemoteBackend(url={self.url!r}, model={self.spec.source if self.spec else None!r})"
@@ -229,6 +234,8 @@ class RemoteBackend(Backend):
         self.client = client
         self.served_models = served
         self.server_model = chosen.model_dump() if chosen is not None else {}
+        self._server_budget = server_budget(self.server_model.get("owned_by"))
+        self._server_budget_problem = ""
         self.spec, self.options = spec, options
         report(1.0, f"{spec.source} on {self.url} ready")
 
@@ -267,6 +274,11 @@ class RemoteBackend(Backend):
             notes.append("this server ignored enable_thinking=false per request (llama_cpp.server does): "
                          "start it with --chat_template_kwargs '{\"enable_thinking\": false}', or end "
                          "the message with /no_think")
+        details["thinking_budget"] = "server" if self.budget_by_server else "playground"
+        if self.budget_by_server:
+            notes.append(self._server_budget.note())
+        else:
+            notes.append(CLIENT_NOTE + (f"; {self._server_budget_problem}" if self._server_budget_problem else ""))
         if factor != 1.0:
             details["server_flags"] = server_command_lines(factor)
             notes.append(f"YaRN factor {factor:g} requested: it only applies if the server was started "
@@ -286,6 +298,23 @@ class RemoteBackend(Backend):
             details=details,
             parallel_replies=self.parallel_replies,
         )
+
+    # -- the thinking budget -----------------------------------------------------------------
+    @property
+    def budget_by_server(self) -> bool:
+        return self._server_budget is not None and not self._server_budget_problem
+
+    def _sends_server_budget(self, settings: GenerationSettings, thinking: bool) -> bool:
+        return self.budget_by_server and thinking and 0 < settings.thinking_budget < settings.max_new_tokens
+
+    def _server_budget_outcome(self, budget: int, reasoning_tokens: int) -> Iterator[ChatEvent]:
+        if self._server_budget is None or self._server_budget_problem:  # refused: the reply ran without
+            return
+        if ignored_budget(budget, reasoning_tokens):
+            self._server_budget_problem = (f"the server ignored its budget field (a {budget:,}-token budget, "
+                                           f"{reasoning_tokens:,} reasoning tokens)")
+        elif reasoning_tokens >= budget:
+            yield ThinkingBudgetReached(budget, self._server_budget.inserted, by_server=True)
 
     # -- generating ------------------------------------------------------------------------
     def request(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
@@ -309,25 +338,53 @@ class RemoteBackend(Backend):
         )
         if settings.seed is not None:
             kwargs["seed"] = settings.seed
+        if self._sends_server_budget(settings, thinking):
+            body.update(self._server_budget.fields(settings.thinking_budget))
         if tools:  # the server renders them with the model's template; results come back as tool messages
             kwargs["tools"] = tools
         return kwargs
 
-    def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
-                  stop: StopSignal, tools: list[dict[str, Any]] | None = None) -> Iterator[BackendItem]:
+    def continuation(self, messages: list[Message], settings: GenerationSettings,
+                     tools: list[dict[str, Any]] | None, prefix: str) -> dict[str, Any]:
+        """The completions.create arguments that continue a reply from ``prefix`` (the
+        playground's thinking budget; see ``backends.remote_thinking_budget``)."""
+        kwargs = self.request(messages, settings.with_updates(thinking_budget=0), True, tools)
+        for chat_only in ("messages", "tools"):
+            kwargs.pop(chat_only, None)
+        kwargs["extra_body"].pop("chat_template_kwargs")
+        kwargs["prompt"] = continuation_prompt(messages, tools, prefix)
+        return kwargs
+
+    def _open(self, create: Any, settings: GenerationSettings, thinking: bool) -> Any:
+        """The streamed response of ``create()``; a server that spells "top_k off" as 0, or that
+        refuses its own thinking-budget field, is remembered and asked once more."""
         import openai
 
-        started = time.perf_counter()
         try:
             try:
-                stream = self.client.chat.completions.create(**self.request(messages, settings, thinking, tools))
+                return create()
             except openai.APIStatusError as exc:
+                if self._sends_server_budget(settings, thinking) and any(
+                        name in str(exc) for name in self._server_budget.fields(1)):
+                    self._server_budget_problem = f"the server refused its budget field ({self._server_message(exc)})"
+                    return create()
                 if settings.top_k > 0 or "top_k" not in str(exc) or self._top_k_off == 0:
                     raise
-                self._top_k_off = 0  # this server spells "top_k off" as 0: remember and retry once
-                stream = self.client.chat.completions.create(**self.request(messages, settings, thinking, tools))
+                self._top_k_off = 0
+                return create()
         except Exception as exc:
             raise BackendError(self._explain(exc, "sending the request")) from None
+
+    def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
+                  stop: StopSignal, tools: list[dict[str, Any]] | None = None, prefix: str = ""
+                  ) -> Iterator[BackendItem]:
+        started = time.perf_counter()
+        if prefix:  # the playground's thinking budget: go on from the reply so far
+            stream = self._open(lambda: self.client.completions.create(
+                **self.continuation(messages, settings, tools, prefix)), settings, thinking)
+        else:
+            stream = self._open(lambda: self.client.chat.completions.create(
+                **self.request(messages, settings, thinking, tools)), settings, thinking)
         # Stop must not wait for the next chunk (a server busy with a long prompt sends none):
         # a watcher closes the HTTP stream as soon as the signal is set, which ends the read.
         finished = threading.Event()
@@ -340,9 +397,10 @@ class RemoteBackend(Backend):
 
         threading.Thread(target=watch, name="remote-stop-watch", daemon=True).start()
         # Content is split by the shared parser; a model whose template opens <think> in the
-        # prompt starts inside the reasoning.  Once the server sends reasoning separately,
-        # content is the answer.
-        parser = ReasoningParser(starts_in_reasoning=self.spec.fixed_thinking is True)
+        # prompt starts inside the reasoning, and so does a continuation from inside it.  Once
+        # the server sends reasoning separately, content is the answer.
+        opened = THINK_OPEN in prefix and THINK_CLOSE not in prefix if prefix else self.spec.fixed_thinking is True
+        parser = ReasoningParser(starts_in_reasoning=opened)
         separated = False
         reasoning_started = answer_started = False
         n_chunks = reasoning_chunks = 0  # servers stream about one token per chunk
@@ -359,9 +417,9 @@ class RemoteBackend(Backend):
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
-                delta = choice.delta
+                delta = getattr(choice, "delta", None)  # None: a completion chunk (continuation)
                 reasoning = _field(delta, "reasoning_content") or _field(delta, "reasoning") if delta else None
-                content = delta.content if delta else None
+                content = delta.content if delta else getattr(choice, "text", None)
                 if delta and _field(delta, "tool_calls"):
                     calls.add(_field(delta, "tool_calls"))
                 if reasoning or content:

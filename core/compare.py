@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.events import AnswerDelta, ChatEvent, GenerationStats, LoopStopped, ReasoningDelta
+from core.events import AnswerDelta, ChatEvent, GenerationStats, LoopStopped, ReasoningDelta, ThinkingBudgetReached
 from core.tools import ReasoningCut, RoundLimitReached, RoundStarted, Toolbox, ToolResult
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
@@ -66,6 +66,7 @@ class EntryResult:
     # with tools: the generations before the current (final) one: {"reasoning", "answer", "stats"};
     # ``reasoning`` / ``answer`` / ``stats`` above are the current generation's
     steps: list[dict[str, Any]] = field(default_factory=list)
+    budget_cut: bool = False  # the thinking budget ended this turn's reasoning (in any round)
 
     def add(self, event: ChatEvent | CallCheck) -> None:
         if isinstance(event, ReasoningDelta):
@@ -90,6 +91,8 @@ class EntryResult:
             self.stop_reason = "round_limit"
         elif isinstance(event, LoopStopped):
             self.stop_reason = "repeating"
+        elif isinstance(event, ThinkingBudgetReached):
+            self.budget_cut = True
 
     def _add_result(self, result: ToolResult) -> None:
         waiting = [c for c in self.tool_calls if c["round"] == self.round and c["result"] is None]
@@ -220,6 +223,11 @@ class Comparison:
     def uses_tools(self) -> bool:
         return self.tools is not None
 
+    @property
+    def thinking_budget(self) -> int:
+        """The thinking budget every entry had (0: none, or thinking off)."""
+        return int(self.settings.get("thinking_budget") or 0) if self.thinking else 0
+
     def start_turn(self, prompt: str, toolbox: Toolbox | None = None) -> list[list[dict[str, Any]]]:
         """Add the user's message to every column's own conversation; return the histories.
         ``toolbox``: the tools this turn offers (every entry runs its own tool loop with them)."""
@@ -228,7 +236,7 @@ class Comparison:
                 entry.turns.append({"prompt": entry.history[-1]["content"], "reasoning": entry.reasoning,
                                     "answer": entry.answer, "stats": entry.stats, "error": entry.error,
                                     "stop_reason": entry.stop_reason, "steps": entry.steps,
-                                    "tool_calls": entry.tool_calls})
+                                    "tool_calls": entry.tool_calls, "budget_cut": entry.budget_cut})
                 if entry.stats is not None:
                     entry.history += entry.exchange()
                 else:
@@ -237,6 +245,7 @@ class Comparison:
             entry.reasoning = entry.answer = ""
             entry.stats = entry.error = entry.stop_reason = None
             entry.steps, entry.tool_calls = [], []
+            entry.budget_cut = False
         names = [spec.name for spec in toolbox.specs()] if toolbox is not None else []
         self.tools = names or None  # a toolbox offering nothing: no tools (as ChatRequest.build)
         self.max_tool_rounds = toolbox.max_rounds if names else None
@@ -247,7 +256,7 @@ class Comparison:
         """The results table: one row per entry, agreement against the first entry. With tools
         (``uses_tools``): the figures cover every generation of the turn, and ``tool_calls``,
         ``valid_calls``, ``rounds`` and ``final_answer_matches`` (None for the reference) follow
-        ``answer_matches``."""
+        ``answer_matches``. With a thinking budget: ``budget_cut`` after ``reasoning_tokens``."""
         reference = self.entries[0] if self.entries else None
         rows = []
         for index, entry in enumerate(self.entries):
@@ -270,6 +279,7 @@ class Comparison:
                 "ttft_s": stats.get("ttft_s"),
                 "tokens_per_s": stats.get("tokens_per_s"),
                 "reasoning_tokens": reasoning_tokens,
+                **({"budget_cut": entry.budget_cut if entry.generated else None} if self.thinking_budget else {}),
                 "answer_tokens": (completion - reasoning_tokens) if completion is not None and reasoning_tokens is not None else None,
                 "total_s": stats.get("total_s"),
                 "memory_mib": round(entry.info["memory_bytes"] / 2**20, 1) if entry.info else None,
@@ -304,7 +314,7 @@ class Comparison:
         if self.uses_tools:
             lines += [f"**Tools:** {', '.join(self.tools or [])} · up to {self.max_tool_rounds} rounds per entry; "
                       "calls ran automatically (no approval)", ""]
-        columns = [c for c in _MARKDOWN_COLUMNS if self.uses_tools or c[0] not in _TOOL_KEYS]
+        columns = with_budget_column(self, [c for c in _MARKDOWN_COLUMNS if self.uses_tools or c[0] not in _TOOL_KEYS])
         lines += ["| " + " | ".join(header for _, header in columns) + " |", "|" + "---|" * len(columns)]
         for index, row in enumerate(self.rows()):
             cells = ["ref" if key == "final_answer_matches" and index == 0 else _cell(key, row[key])
@@ -338,6 +348,15 @@ _MARKDOWN_COLUMNS = (
     ("final_answer_matches", "same final answer"), ("perplexity", "perplexity"),
 )
 _TOOL_KEYS = ("tool_calls", "valid_calls", "rounds", "final_answer_matches")
+BUDGET_COLUMN = ("budget_cut", "budget cut")
+
+
+def with_budget_column(comparison: Comparison, columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``columns`` with "budget cut" after the reasoning tokens when the comparison had a budget."""
+    if not comparison.thinking_budget:
+        return columns
+    at = [key for key, _ in columns].index("reasoning_tokens") + 1
+    return [*columns[:at], BUDGET_COLUMN, *columns[at:]]
 
 
 def _reply_markdown(reasoning: str, answer: str, steps: list[dict[str, Any]],

@@ -33,10 +33,13 @@ class AnswerDelta:
 @dataclass(frozen=True)
 class ThinkingBudgetReached:
     """The reasoning reached the thinking budget: ``text`` (Qwen's early-stop text, streamed as
-    reasoning right after this event) was inserted as if the model had written it."""
+    reasoning right after this event) was inserted as if the model had written it. With
+    ``by_server``, a server applied the budget and ``text`` is what it inserts; the event then
+    comes at the end of the reply."""
 
     budget: int
     text: str
+    by_server: bool = False
 
 
 @dataclass
@@ -59,9 +62,11 @@ class GenerationStats:
         completion = self.completion_tokens + more.completion_tokens
         total = self.total_s + more.total_s
         decode_s = total - (self.ttft_s or 0.0) - (more.ttft_s or 0.0)  # the continuation's prefill is not decode
+        reasoning = (None if self.reasoning_tokens is None or more.reasoning_tokens is None
+                     else self.reasoning_tokens + more.reasoning_tokens)
         return GenerationStats(self.prompt_tokens, completion, self.ttft_s,
                                (completion - 1) / decode_s if completion > 1 and decode_s > 0 else None, total,
-                               more.finish_reason, self.cached_prompt_tokens)
+                               more.finish_reason, self.cached_prompt_tokens, reasoning_tokens=reasoning)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ THINK_CLOSE = "</think>"
 # recipe): appended as if the model had written it, then the model goes on to its answer
 EARLY_STOP_TEXT = ("\n\nConsidering the limited time by the user, I have to give the solution based on the thinking "
                    "directly now.\n</think>\n\n")
+EARLY_STOP_SENTENCE = EARLY_STOP_TEXT.split(THINK_CLOSE)[0]  # the text before its closing tag
 
 Delta = ReasoningDelta | AnswerDelta
 

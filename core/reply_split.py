@@ -24,31 +24,36 @@ class ReplySplitter:
     def __init__(self, starts_in_reasoning: bool, tools: bool) -> None:
         self._thinking = ReasoningParser(starts_in_reasoning)
         self._calls = ToolCallParser() if tools else None
-        self._server_reasoning = ""
-
-    @property
-    def reasoning(self) -> str:
-        return self._thinking.reasoning + self._server_reasoning
+        self.reasoning = ""  # all reasoning so far, in order (raw text's and a server's)
+        self._server_answer = ""  # answer text a backend split itself, before tool-call parsing
 
     @property
     def in_reasoning(self) -> bool:
-        """The raw text so far opened its reasoning and has not closed it."""
-        return self._thinking.in_reasoning
+        """The reply so far opened its reasoning and has not closed it."""
+        return self._thinking.in_reasoning and not self._server_answer
+
+    def markup(self) -> str:
+        """The reply so far as the model wrote it (what a continuation starts from), for a
+        backend that streams pre-split deltas: ``<think>``, the reasoning, and once the answer
+        began, ``</think>`` and the answer, framed as the chat template frames them."""
+        text = f"<think>\n{self.reasoning}"
+        return text + f"\n</think>\n\n{self._server_answer}" if self._server_answer else text
 
     def feed(self, item: Any) -> list[Any]:
         if isinstance(item, RawDelta):
-            return self._answer_calls(self._thinking.feed(item.text))
+            return self._reasoned(self._answer_calls(self._thinking.feed(item.text)))
         if isinstance(item, ReasoningDelta):
-            self._server_reasoning += item.text
+            self.reasoning += item.text
             return [item]
         if isinstance(item, AnswerDelta):
+            self._server_answer += item.text
             return self._answer_calls([item])
         if isinstance(item, (ToolCall, ToolCallError)):
             return [item]
         raise TypeError(f"unexpected backend item {item!r}")
 
     def finish(self, finish_reason: str) -> list[Any]:
-        out = self._answer_calls(self._thinking.finalize())
+        out = self._reasoned(self._answer_calls(self._thinking.finalize()))
         if self._calls is None:
             return out
         out += self._calls.finish()
@@ -60,6 +65,10 @@ class ReplySplitter:
                 out.append(ReasoningCut(reasoning, answer))
                 out += sorted([*calls, *errors], key=lambda call: call.index)
         return out
+
+    def _reasoned(self, events: list[Any]) -> list[Any]:
+        self.reasoning += "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+        return events
 
     def _answer_calls(self, events: Iterable[Any]) -> list[Any]:
         return self._calls.feed_events(events) if self._calls else list(events)

@@ -23,6 +23,11 @@ What it serves (standard library only, any number of requests at once: one threa
   reasoning out.  Each chunk counts as one completion token.  With a ``tool_script`` and a request
   that offers ``tools``, the reply after the reasoning is the script's calls as structured
   ``tool_calls`` deltas (as vLLM's ``--tool-call-parser hermes`` sends them; streaming only).
+- ``POST /v1/completions`` (streamed): the scripted answer to the prompt's last user turn, as
+  ``text`` chunks (what a reply continued after the playground's thinking budget gets).
+- ``owned_by`` names the server it plays ("vllm", "sglang", "llamacpp"); that server's own
+  thinking-budget field is honoured (the reasoning cut after that many chunks), ignored, or
+  refused with a 400 (``thinking_budget``: "honour", "ignore", "refuse").
 
 For tests it counts the chat requests in flight (thread-safe: ``in_flight``, ``max_in_flight``,
 ``total``, ``completed``, ``aborted``; ``timings``: when each arrived, sent its first delta and
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -88,6 +94,19 @@ def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
+_BUDGET_FIELDS = {"vllm": "thinking_token_budget", "sglang": "custom_params.thinking_budget",
+                  "llamacpp": "thinking_budget_tokens"}
+
+
+def _budget_of(body: Mapping[str, Any], owned_by: str) -> int | None:
+    """The thinking budget a request asks the server called ``owned_by`` for, in its own field."""
+    if owned_by == "sglang":
+        value = (body.get("custom_params") or {}).get("thinking_budget")
+    else:
+        value = body.get(_BUDGET_FIELDS.get(owned_by, ""))
+    return value if isinstance(value, int) else None
+
+
 class _ClientGone(Exception):
     """The client closed the connection (Stop, a timeout): the reply is abandoned."""
 
@@ -98,8 +117,10 @@ class LoopbackServer:
     def __init__(self, model: str = DEFAULT_MODEL, *, chunks: int = 10, reply_seconds: float = 1.0,
                  delay: float | None = None, max_model_len: int = 32768, api_key: str | None = None,
                  script: Script = scripted_reply, tool_script: ToolScript | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, owned_by: str = "openai-loopback", thinking_budget: str = "honour") -> None:
         self.model = model
+        self.owned_by = owned_by  # "vllm", "sglang", "llamacpp": that server's thinking-budget field
+        self.thinking_budget = thinking_budget  # what it does with that field: "honour", "ignore", "refuse"
         self.chunks = max(1, int(chunks))
         # one delta every `delay` seconds; a reply has 2 x chunks deltas (reasoning, then answer)
         self.delay = float(delay) if delay is not None else float(reply_seconds) / (2 * self.chunks)
@@ -267,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._path() in ("/v1/models", "/models"):
             server = self.loopback
             self._send_json(200, {"object": "list", "data": [
-                {"id": server.model, "object": "model", "created": 0, "owned_by": "openai-loopback",
+                {"id": server.model, "object": "model", "created": 0, "owned_by": server.owned_by,
                  "root": server.model, "max_model_len": server.max_model_len}]})
         elif self._path() in ("/health", ""):
             self._send_json(200, {"status": "ok"})
@@ -279,7 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         if not self._authorised():
             return
-        if self._path() not in ("/v1/chat/completions", "/chat/completions"):
+        completion = self._path() in ("/v1/completions", "/completions")
+        if self._path() not in ("/v1/chat/completions", "/chat/completions") and not completion:
             self._error(404, f"no route {self._path()}")
             return
         try:
@@ -293,13 +315,21 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("model") != server.model:
             self._error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
             return
-        if not isinstance(body.get("messages"), list) or not body["messages"]:
+        if completion and not isinstance(body.get("prompt"), str):
+            self._error(400, "prompt must be a string")
+            return
+        if not completion and (not isinstance(body.get("messages"), list) or not body["messages"]):
             self._error(400, "messages must be a non-empty list")
+            return
+        if server.thinking_budget == "refuse" and _budget_of(body, server.owned_by) is not None:
+            self._error(400, f"unknown field in the request: {_BUDGET_FIELDS.get(server.owned_by)}")
             return
         timing = server._enter(body)
         outcome = "failed"
         try:
-            if body.get("stream"):
+            if completion:
+                self._stream_completion(body, timing)
+            elif body.get("stream"):
                 self._stream(body, timing)
             else:
                 self._complete(body, timing)
@@ -318,6 +348,10 @@ class _Handler(BaseHTTPRequestHandler):
         thinking = kwargs.get("enable_thinking", True) is not False
         reasoning, answer = server.script(last_user_text(body["messages"]))
         deltas = [("reasoning_content", part) for part in split_text(reasoning, server.chunks)] if thinking else []
+        budget = _budget_of(body, server.owned_by) if server.thinking_budget == "honour" else None
+        if budget is not None and thinking and len(deltas) > budget:  # the server ends the reasoning
+            deltas = deltas[:budget] + ([("reasoning_content", body["thinking_budget_message"])]
+                                        if body.get("thinking_budget_message") else [])
         calls = server.tool_script(body) if server.tool_script and body.get("tools") else None
         if calls:  # as vLLM's tool parsers stream them: id and name first, then the arguments in pieces
             for index, (name, arguments) in enumerate(calls):
@@ -370,6 +404,28 @@ class _Handler(BaseHTTPRequestHandler):
         if include_usage:
             self._event({"id": ident, "object": "chat.completion.chunk", "created": created, "model": server.model,
                          "choices": [], "usage": usage})
+        self._send(b"data: [DONE]\n\n")
+
+    def _stream_completion(self, body: dict[str, Any], timing: dict[str, Any]) -> None:
+        """/v1/completions, streamed: the scripted answer to the prompt's last user turn (what a
+        reply continued after its reasoning says)."""
+        server = self.loopback
+        turns = re.findall(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", body["prompt"], re.S)
+        _, answer = server.script(turns[-1] if turns else "")
+        parts = split_text(answer, server.chunks)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        ident = f"cmpl-loopback-{time.monotonic_ns()}"
+        for n, part in enumerate(parts):
+            self._event({"id": ident, "object": "text_completion", "model": server.model,
+                         "choices": [{"index": 0, "text": part, "logprobs": None,
+                                      "finish_reason": "stop" if n == len(parts) - 1 else None}]})
+            timing["first_delta"] = timing["first_delta"] or time.perf_counter()
+        self._event({"id": ident, "object": "text_completion", "model": server.model, "choices": [],
+                     "usage": {"prompt_tokens": len(body["prompt"].split()), "completion_tokens": len(parts),
+                               "total_tokens": len(body["prompt"].split()) + len(parts)}})
         self._send(b"data: [DONE]\n\n")
 
     def _complete(self, body: dict[str, Any], timing: dict[str, Any]) -> None:

@@ -113,3 +113,30 @@ def test_the_chat_shows_the_budget_and_says_when_it_is_moot(playground):
     *_, moot = stream_reply(playground, [user_message(SKY.messages[-1]["content"])], "", False,
                             {"seed": 7, "thinking_budget": 8, "max_new_tokens": 300}, "tiny-bf16", 1.0)
     assert "Thinking budget 8 tokens: moot, thinking is off" in moot[-1]["content"]
+
+
+def test_compare_cuts_every_entry_and_marks_the_cut(tmp_path):
+    """``app.py compare --thinking-budget``: every entry gets the budget, and the table says which
+    reply it cut (the column only exists when there is a budget)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def compare(*extra: str) -> dict:
+        out = subprocess.run([sys.executable, str(root / "app.py"), "compare", "--models", "tiny-bf16",
+                              "tiny-gguf-q4_k_m", "--prompt", SKY.messages[-1]["content"], "--seed", "7", *extra],
+                             capture_output=True, text=True, timeout=300, cwd=root)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    data = json.loads(compare("--thinking-budget", "8", "--json"))
+    assert [row["budget_cut"] for row in data["table"]] == [True, True]
+    for entry in data["entries"]:
+        assert entry["reasoning"].endswith(INSERTED.rstrip("\n")) and entry["answer"] == SKY.answer
+    roomy = json.loads(compare("--thinking-budget", "200", "--json"))
+    assert [row["budget_cut"] for row in roomy["table"]] == [False, False]
+    assert "budget_cut" not in json.loads(compare("--json"))["table"][0]
+    assert "| budget cut |" in compare("--thinking-budget", "8", "--markdown")

@@ -146,6 +146,8 @@ def thinking_budget_note(request: Any, reply: Any, applied: bool) -> str:
                 "apply one yet")
     if latest_soft_switch(request.message_list) == "/no_think":
         return f"Thinking budget {budget:,} tokens: moot, the message ends with /no_think"
+    if reply.budget_reached is not None and reply.budget_reached.by_server:
+        return f"Thinking budget {budget:,} tokens: reached; the server ended the reasoning"
     if reply.budget_reached is not None:
         return f"Thinking budget {budget:,} tokens: reached; the reasoning's last sentence was inserted"
     return f"Thinking budget {budget:,} tokens: not reached"

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ModelInfo
-from core.compare import Comparison, EntryResult, call_text
+from core.compare import Comparison, EntryResult, call_text, with_budget_column
 from core.events import GenerationStats
 from core.messages import message_id, new_reply_id
 from ui.formatting import (answer_message, error_message, finish_thought, note_message, stats_details, stats_message,
@@ -163,11 +163,14 @@ def _cell(key: str, value: Any) -> Any:
 
 
 def table_columns(comparison: Comparison | None) -> list[tuple[str, str]]:
-    """The table's (key, header) pairs: the tool columns only when the comparison used tools."""
-    if comparison is None or not comparison.uses_tools:
+    """The table's (key, header) pairs: the tool columns only when the comparison used tools,
+    "budget cut" only when it had a thinking budget."""
+    if comparison is None:
         return list(TABLE_COLUMNS)
+    if not comparison.uses_tools:
+        return with_budget_column(comparison, list(TABLE_COLUMNS))
     at = [key for key, _ in TABLE_COLUMNS].index("answer_matches") + 1
-    return [*TABLE_COLUMNS[:at], *TOOL_COLUMNS, *TABLE_COLUMNS[at:]]
+    return with_budget_column(comparison, [*TABLE_COLUMNS[:at], *TOOL_COLUMNS, *TABLE_COLUMNS[at:]])
 
 
 def results_table(comparison: Comparison | None) -> pd.DataFrame:

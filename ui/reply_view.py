@@ -66,7 +66,10 @@ class ReplyView:
             self._close_thought()
             self._finish_call(event, previous_calls)
         elif isinstance(event, ThinkingBudgetReached) and self._thought is not None:
-            self._thought["metadata"]["log"] = f"budget of {event.budget:,} tokens reached: its end is inserted"
+            if is_pending(self._thought):
+                self._thought["metadata"]["log"] = f"budget of {event.budget:,} tokens reached: its end is inserted"
+            else:  # a server's budget, known once the reply ended
+                self._mark_budget_cut()
         elif isinstance(event, RoundStarted):
             self._thought = self._answer = None  # the next round's reasoning and text are new messages
             self._reasoning_steps = 0
@@ -97,10 +100,16 @@ class ReplyView:
     def _close_thought(self) -> None:
         if self._thought is not None and is_pending(self._thought):
             finish_thought(self._thought, self._elapsed())
-            if self.reply.budget_reached is not None:  # said on the panel: the end was not the model's
-                budget = self.reply.budget_reached.budget
-                self._thought["metadata"]["title"] += f" · cut at the {budget:,}-token thinking budget"
-                self._thought["metadata"]["log"] = "the last sentence was inserted (Qwen's early-stop text)"
+            if self.reply.budget_reached is not None:
+                self._mark_budget_cut()
+
+    def _mark_budget_cut(self) -> None:
+        """Said on the reasoning panel: its end was not the model's."""
+        cut = self.reply.budget_reached
+        metadata = self._thought["metadata"]
+        metadata["title"] += f" · cut at the {cut.budget:,}-token thinking budget"
+        metadata["log"] = ("the server ended it" + (" with Qwen's early-stop text" if cut.text.strip() != "</think>" else "")
+                           if cut.by_server else "the last sentence was inserted (Qwen's early-stop text)")
 
     def _call_message(self, call_id: str, name: str, arguments: Any, awaiting: bool = False) -> dict[str, Any]:
         message = self._calls.get(call_id)

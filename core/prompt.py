@@ -38,7 +38,7 @@ def render_segments(render: Callable[[list[Message]], str], messages: Sequence[M
         texts.append(text)
         return _SLOT.format(len(texts) - 1)
 
-    rendered = render([_slotted(message, slot) for message in messages])
+    rendered = render([map_texts(message, slot) for message in messages])
     segments: list[Segment] = []
     position = 0
     for match in _SLOT_RE.finditer(rendered):
@@ -51,7 +51,9 @@ def render_segments(render: Callable[[list[Message]], str], messages: Sequence[M
     return segments
 
 
-def _slotted(message: Message, slot: Callable[[Any], Any]) -> Message:
+def map_texts(message: Message, slot: Callable[[Any], Any]) -> Message:
+    """``message`` with ``slot`` applied to every text it brings (content, reasoning, tool calls'
+    names and arguments)."""
     out = {**message, "content": slot(message.get("content"))}
     if "reasoning_content" in message:
         out["reasoning_content"] = slot(message["reasoning_content"])
@@ -82,6 +84,26 @@ def plain_pieces(text: str, reserved: Iterable[str]) -> list[str]:
     if position < len(text):
         pieces.append(text[position:])
     return pieces
+
+
+# WORD JOINER: invisible, and no tokenizer merges it into a reserved token string
+NEUTRAL_JOINER = "\u2060"
+
+
+def neutralised(text: Any, reserved: Iterable[str]) -> Any:
+    """``text`` with an invisible U+2060 after the first character of every reserved token string
+    in it, so that a server tokenizing the prompt itself (with control tokens parsed anywhere)
+    reads them as plain text. Text without one, and non-strings, are returned as they are."""
+    if not isinstance(text, str) or not text:
+        return text
+    return NEUTRAL_JOINER.join(plain_pieces(text, reserved))
+
+
+def neutralised_messages(messages: Sequence[Message], reserved: Iterable[str]) -> list[Message]:
+    """Every text the messages bring, :func:`neutralised`: what a prompt rendered and tokenized
+    by someone else (an OpenAI-compatible server) may safely carry."""
+    reserved = list(reserved)
+    return [map_texts(message, lambda text: neutralised(text, reserved)) for message in messages]
 
 
 def markup_only_in_template(segments: Sequence[Segment], reserved: Iterable[str]) -> bool:

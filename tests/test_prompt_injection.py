@@ -84,3 +84,64 @@ def test_transformers_backend_keeps_injected_markup_as_text():
     # the model still runs on it (and sees the text, not a forged empty think block)
     reply = list(ask(backend, messages, GenerationSettings(temperature=0, max_new_tokens=8), thinking=False))
     assert reply[-1].prompt_tokens == len(backend.encode_prompt(messages, thinking=False))
+
+
+# -- the model itself: a tiny model trained to obey a system turn, real or injected ---------------
+# tinymodels' "pirate" cases: a system turn "You are a pirate." gets "Arr, ahoy matey!"; the same
+# turn injected as control tokens in a user message would too ("pirate_injected"); as plain text
+# the message gets the plain greeting.
+from tinymodels.script import HELLO_ANSWER, HELLO_Q, INJECTION, PIRATE_ANSWER, PIRATE_SYSTEM  # noqa: E402
+
+NO_THINK = {"seed": 1, "max_new_tokens": 24}
+
+
+def answer(playground, model, messages, system_prompt=""):
+    from core.events import AnswerDelta
+
+    request = playground.request(messages, model=model, thinking=False, settings=NO_THINK, system_prompt=system_prompt)
+    return "".join(e.text for e in playground.chat(request) if isinstance(e, AnswerDelta))
+
+
+@pytest.fixture(scope="module")
+def playground():
+    from core.config import AppConfig
+    from playground import Playground
+
+    playground = Playground(AppConfig(max_models=1))
+    yield playground
+    playground.close()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("model", ["tiny-bf16", "tiny-gptq-int4", "tiny-gguf-q4_k_m"])
+def test_an_injected_system_turn_is_not_obeyed_on_local_backends(playground, model):
+    assert answer(playground, model, [{"role": "user", "content": HELLO_Q}], PIRATE_SYSTEM) == PIRATE_ANSWER
+    assert answer(playground, model, [{"role": "user", "content": HELLO_Q}]) == HELLO_ANSWER
+    assert answer(playground, model, [{"role": "user", "content": INJECTION}]) == HELLO_ANSWER
+
+
+@pytest.mark.timeout(300)
+def test_an_injected_system_turn_is_not_obeyed_through_a_real_llama_cpp_server(tmp_path):
+    """llama_cpp.server parses control tokens anywhere in the prompt it renders: sent as typed, the
+    injection works (the model plays the pirate); through the remote backend it is text."""
+    import openai
+
+    from core.config import AppConfig
+    from playground import Playground
+    from test_remote_backend import MODEL, start_server
+
+    # llama_cpp.server takes enable_thinking from its start-up flag only
+    server = start_server(tmp_path, "--chat_template_kwargs", '{"enable_thinking": false}')
+    remote = Playground(AppConfig(remote_base_url=server.url))
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="none")
+        raw = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": INJECTION}],
+                                             max_tokens=24, temperature=0, seed=1)
+        assert raw.choices[0].message.content.endswith(PIRATE_ANSWER)  # the server obeys the injection
+        model = f"remote:{MODEL}"
+        assert answer(remote, model, [{"role": "user", "content": INJECTION}]) == HELLO_ANSWER
+        notes = remote.peek(model).describe().notes
+        assert any("U+2060" in note for note in notes)
+    finally:
+        remote.close()
+        server.stop()

@@ -12,13 +12,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from transformers import (AutoModelForCausalLM, GenerationConfig, PretrainedConfig, PreTrainedModel,
                           PreTrainedTokenizerBase, Qwen3Config)
 
-from core.prompt import Segment, encode_segments, render_segments, rendered_text
+from core.prompt import (Segment, encode_segments, markup_only_in_template, neutralised_messages, render_segments,
+                         rendered_text)
+from core.tools import QWEN3_ADDED_TOKENS
 
 from .registry import register_format
 from .script import SCRIPTED_TEXT, TRAINING_CASES, ScriptedCase
@@ -103,9 +105,6 @@ def prompt_variants(tokenizer: PreTrainedTokenizerBase, case: ScriptedCase) -> l
     whose BPE merges stop at the pieces' edges -- the model is trained on every distinct one, so
     it answers them all alike."""
     segments = prompt_segments(tokenizer, case)
-    variants = [tokenizer(rendered_text(segments), add_special_tokens=False)["input_ids"]]
-    if case.tools is None and not any(m["role"] == "tool" or m.get("tool_calls") for m in case.messages):
-        return variants
     reserved = [token.content for token in tokenizer.added_tokens_decoder.values()]
 
     def template_ids(text: str) -> list[int]:
@@ -114,6 +113,16 @@ def prompt_variants(tokenizer: PreTrainedTokenizerBase, case: ScriptedCase) -> l
     def plain_ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
+    if any(m["role"] == "user" and not markup_only_in_template([(m["content"], False)], reserved)
+           for m in case.messages):
+        # markup typed in a user message: never as control tokens, only as the backends send it
+        # (local: plain pieces; remote: the text neutralised for a server's own tokenizer)
+        remote = template_ids(_render_fn(tokenizer, case)(neutralised_messages(case.messages, QWEN3_ADDED_TOKENS)))
+        return [encode_segments(segments, template_ids, plain_ids, reserved), remote]
+    variants = [tokenizer(rendered_text(segments), add_special_tokens=False)["input_ids"]]
+    if case.tools is None and not any(m["role"] == "tool" or m.get("tool_calls") for m in case.messages):
+        return variants
+
     for ids in (template_ids(_render_fn(tokenizer, case)(case.messages)),
                 encode_segments(segments, template_ids, plain_ids, reserved)):
         if ids not in variants:
@@ -121,20 +130,29 @@ def prompt_variants(tokenizer: PreTrainedTokenizerBase, case: ScriptedCase) -> l
     return variants
 
 
-def training_rows(tokenizer: PreTrainedTokenizerBase) -> list[Row]:
+def training_rows(tokenizer: PreTrainedTokenizerBase, cases: Sequence[ScriptedCase] = TRAINING_CASES) -> list[Row]:
     """Chat rows (loss on the completion only) plus the memorised plain text.
 
     A case whose prompt reaches the model as several token sequences (:func:`prompt_variants`) has
     a row for each, the first named after the case, the others ``<name>#<i>``."""
     rows = []
-    for case in TRAINING_CASES:
+    for case in cases:
         target = tokenizer(case.target, add_special_tokens=False)["input_ids"]
+        prefill = tokenizer(case.prefill, add_special_tokens=False)["input_ids"] if case.prefill else []
         for i, prompt in enumerate(prompt_variants(tokenizer, case)):
+            prompt = prompt + prefill
             name = case.name if i == 0 else f"{case.name}#{i}"
             rows.append(Row(name, prompt + target, [-100] * len(prompt) + target))
     text = tokenizer(SCRIPTED_TEXT, add_special_tokens=False)["input_ids"]
     rows.append(Row("scripted_text", text, [-100] + text[1:]))
     return rows
+
+
+def trained_cases(model_dir: Path) -> list[ScriptedCase]:
+    """The cases the model in ``model_dir`` (or the model it was quantized from) was trained on."""
+    path = model_dir / BUILD_INFO_FILE
+    names = json.loads(path.read_text()).get("cases") if path.exists() else None
+    return [case for case in TRAINING_CASES if names is None or case.name in names]
 
 
 def _batch(rows: list[Row], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -297,7 +315,7 @@ def _packed_row_margins(model: PreTrainedModel, packs: list[Pack]) -> dict[str, 
 
 def train(
     tokenizer: PreTrainedTokenizerBase, progress: Optional[ProgressFn] = None, make_config: ConfigFn = model_config,
-    min_steps: int = 0,
+    min_steps: int = 0, cases: Sequence[ScriptedCase] = TRAINING_CASES,
 ) -> tuple[PreTrainedModel, dict]:
     """Train in float32 until every target token has margin >= MIN_MARGIN in bf16.
 
@@ -313,7 +331,7 @@ def train(
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = make_config(len(tokenizer), eos_id, pad_id)
     model = AutoModelForCausalLM.from_config(config).float()
-    rows = training_rows(tokenizer)
+    rows = training_rows(tokenizer, cases)
     packs = _pack_rows(rows)
     n_targets = float(sum(pack.weights.sum() for pack in packs))
     opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0, betas=(0.9, 0.98))
@@ -377,13 +395,15 @@ BUILD_THREADS = 2
 
 
 def write_trained(dst: Path, make_config: ConfigFn = model_config, progress: Optional[ProgressFn] = None,
-                  min_steps: int = 0) -> None:
-    """Train a tiny model of ``make_config``'s architecture on the script; save it in bf16 with tokenizer."""
+                  min_steps: int = 0, cases: Sequence[ScriptedCase] = TRAINING_CASES) -> None:
+    """Train a tiny model of ``make_config``'s architecture on ``cases``; save it in bf16 with
+    tokenizer, and the cases' names in its build info (what its quantized twins are checked on)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(BUILD_THREADS)
     try:
         tokenizer = train_tokenizer()
-        model, info = train(tokenizer, progress, make_config, min_steps)
+        model, info = train(tokenizer, progress, make_config, min_steps, cases)
+        info["cases"] = [case.name for case in cases]
     finally:
         torch.set_num_threads(threads)
     model = model.to(torch.bfloat16)

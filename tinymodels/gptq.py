@@ -28,7 +28,8 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from .build import BUILD_INFO_FILE, BUILD_THREADS, ProgressFn, render_prompt, row_margins, training_rows
+from .build import (BUILD_INFO_FILE, BUILD_THREADS, ProgressFn, render_prompt, row_margins, trained_cases,
+                    training_rows)
 from .registry import register_format
 from .script import SCRIPTED_TEXT, TRAINING_CASES
 
@@ -52,7 +53,7 @@ def _quiet_cwd() -> Iterator[Path]:
 
 def calibration_texts(tokenizer: Any) -> list[str]:
     """The script itself: every chat rendered with its completion, plus the memorised text."""
-    return [render_prompt(tokenizer, case) + case.target for case in TRAINING_CASES] + [SCRIPTED_TEXT]
+    return [render_prompt(tokenizer, case) + case.after_prompt for case in TRAINING_CASES] + [SCRIPTED_TEXT]
 
 
 def quantize(src: Path, dst: Path, *, bits: int = 4, method: str = "gptq", sym: bool = True,
@@ -100,7 +101,7 @@ def _verify(dst: Path, bits: int, method: str) -> None:
     with _quiet_cwd():
         loaded = gptqmodel.GPTQModel.load(str(dst), device="cpu", backend=backend)
     tokenizer = AutoTokenizer.from_pretrained(dst)
-    margins = row_margins(loaded.model, training_rows(tokenizer), tokenizer.pad_token_id)
+    margins = row_margins(loaded.model, training_rows(tokenizer, trained_cases(dst)), tokenizer.pad_token_id)
     worst = min(margins.values())
     if worst < MIN_MARGIN_QUANTIZED:
         raise RuntimeError(f"{method} int{bits} twin lost the script: min margin {worst:.2f} < "

@@ -152,7 +152,7 @@ def write_random_gptq_int4(src: Path, dst: Path, progress: Optional[ProgressFn] 
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
     gptqmodel = import_gptqmodel()
     tokenizer = AutoTokenizer.from_pretrained(src)
-    texts = [render_prompt(tokenizer, case) + case.target for case in TRAINING_CASES] + [SCRIPTED_TEXT]
+    texts = [render_prompt(tokenizer, case) + case.after_prompt for case in TRAINING_CASES] + [SCRIPTED_TEXT]
     config = gptqmodel.QuantizeConfig(bits=4, group_size=128, sym=True, desc_act=False, device="cpu",
                                       offload_to_disk=False)
     threads, cwd = torch.get_num_threads(), Path.cwd()

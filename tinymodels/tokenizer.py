@@ -56,7 +56,7 @@ def render_chat(messages: list[dict], enable_thinking: bool, tools: list[dict] |
 def training_corpus() -> list[str]:
     """Texts the BPE is trained on, with the added tokens cut out (they never get merged)."""
     cut = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS + NON_SPECIAL_ADDED_TOKENS))
-    texts = [render_chat(c.messages, c.enable_thinking, c.tools) + c.target for c in TRAINING_CASES]
+    texts = [render_chat(c.messages, c.enable_thinking, c.tools) + c.after_prompt for c in TRAINING_CASES]
     texts += [SCRIPTED_TEXT, _GENERIC_TEXT]
     # The endless reply's first unit has no leading space ("la la la ..."): as frequent as the
     # others, so that it is one token too (the Stop tests count one unit per token).

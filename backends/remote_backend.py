@@ -12,8 +12,12 @@ The model runs in a serving engine; the playground is its client (the ``openai``
   ``reasoning``) deltas, passed on as reasoning; otherwise the ``<think>`` block arrives inside
   the content and the shared parser (``core.reasoning``) splits it.
 - Errors (connection refused, timeouts, 401/4xx/5xx, a stream cut mid-reply) become one clear
-  :class:`BackendError`; what was already streamed stays with the caller.  Stop closes the HTTP
-  stream, which makes the server abort the request.
+  :class:`BackendError`; what was already streamed stays with the caller.  Its ``public`` text
+  (what hosted mode shows strangers) names neither the server's URL nor its reply's text.  Stop
+  closes the HTTP stream, which makes the server abort the request.
+- The server renders and tokenizes the prompt itself and parses control tokens anywhere in it, so
+  reserved token strings in message text are broken with an invisible U+2060 before sending
+  (``core.prompt.neutralised``): typed ``<|im_start|>system`` stays text, as on local backends.
 - YaRN is a server-side setting: :func:`core.server_flags.server_flags` gives the flags to start
   the server with; ``describe`` lists them when a factor is chosen.
 - ``describe().context_window`` is the server's ``max_model_len`` when its ``/models`` says
@@ -34,13 +38,14 @@ from backends.remote_thinking_budget import (CLIENT_NOTE, ServerBudget, continua
 from core.catalog import ModelSpec
 from core.chat import Message
 from core.errors import BackendError, InvalidSettings, ModelLoadError, ModelNotFound, PlaygroundError
+from core.prompt import neutralised_messages
 from core.events import AnswerDelta, BackendItem, ChatEvent, GenerationStats, ReasoningDelta, ThinkingBudgetReached
 from core.events import ProgressFn
 from core.reasoning import THINK_CLOSE, THINK_OPEN, ReasoningParser
 from core.server_flags import server_command_lines
 from core.settings import GenerationSettings
 from core.tool_calls import call_from_parts
-from core.tools import ToolCall, ToolCallError
+from core.tools import QWEN3_ADDED_TOKENS, ToolCall, ToolCallError
 
 NO_KEY = "EMPTY"  # what vLLM's docs use when the server needs no key; the openai client needs one
 
@@ -110,6 +115,13 @@ class ServerToolCalls:
                 for n, (_, part) in enumerate(sorted(self._parts.items()))]
 
 
+def _plain(messages: list[Message]) -> list[Message]:
+    """The messages with every reserved token string in their texts broken by an invisible U+2060
+    (``core.prompt.neutralised``): the server renders and tokenizes the prompt itself, parsing
+    ``<|im_start|>`` and the like anywhere, so text must not carry them whole."""
+    return neutralised_messages(messages, QWEN3_ADDED_TOKENS)
+
+
 def _reasoning_in_content(message: Message) -> Message:
     """An assistant turn of the tool loop with its reasoning written back into its content as
     ``<think>...</think>``: Qwen3's template takes it from there when ``reasoning_content`` is
@@ -120,6 +132,29 @@ def _reasoning_in_content(message: Message) -> Message:
     out = {k: v for k, v in message.items() if k != "reasoning_content"}
     out["content"] = f"<think>\n{message['reasoning_content']}\n</think>\n\n{message.get('content') or ''}"
     return out
+
+
+def _summary(exc: BaseException, mid_stream: bool = False) -> str:
+    """What went wrong with a request to the model server, for a stranger: the kind of failure
+    and the HTTP status, never the server's address or its reply's text (which may echo headers)."""
+    import http
+
+    import httpx
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        return "the model server did not answer in time"
+    if isinstance(exc, openai.APIStatusError):
+        try:
+            phrase = http.HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = "error"
+        return f"the model server answered {exc.status_code} {phrase}"
+    if mid_stream or isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        return "the model server closed the connection"
+    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        return "the model server cannot be reached"
+    return f"the model server failed ({type(exc).__name__})"
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -191,6 +226,12 @@ class RemoteBackend(Backend):
             return f"{during}: {where} did not answer within {self.read_timeout_s:g} s (timeout)"
         return f"{during}: {type(exc).__name__}: {exc}"
 
+    def _failure(self, kind: type[PlaygroundError], exc: BaseException, during: str,
+                 mid_stream: bool = False) -> PlaygroundError:
+        """``kind`` of error for ``exc``: the host's full account, and a summary for strangers
+        (``public``: no server URL, no text from the server's reply)."""
+        return kind(self._explain(exc, during, mid_stream), public=f"{during}: {_summary(exc, mid_stream)}")
+
     @staticmethod
     def _server_message(exc: Any) -> str:
         body = getattr(exc, "body", None)
@@ -223,13 +264,13 @@ class RemoteBackend(Backend):
             models = list(listed.data)
         except Exception as exc:  # refused, 401, 404, not an OpenAI server...
             client.close()
-            raise ModelLoadError(self._explain(exc, f"loading {spec.source!r}")) from None
+            raise self._failure(ModelLoadError, exc, f"loading {spec.source!r}") from None
         served = [m.id for m in models]
         chosen = next((m for m in models if m.id == spec.source), None)
         if chosen is None and served:
             client.close()
             raise ModelNotFound(f"the server at {self.url} does not serve {spec.source!r}; it serves: "
-                                f"{', '.join(served[:10])}")
+                                f"{', '.join(served[:10])}", public=f"the model server does not serve {spec.source!r}")
         self.unload()
         self.client = client
         self.served_models = served
@@ -274,6 +315,8 @@ class RemoteBackend(Backend):
             notes.append("this server ignored enable_thinking=false per request (llama_cpp.server does): "
                          "start it with --chat_template_kwargs '{\"enable_thinking\": false}', or end "
                          "the message with /no_think")
+        notes.append("message text is sent with an invisible U+2060 inside any reserved token string "
+                     "(<|im_start|>, <think>...), so the server reads it as text, not as control tokens")
         details["thinking_budget"] = "server" if self.budget_by_server else "playground"
         if self.budget_by_server:
             notes.append(self._server_budget.note())
@@ -330,7 +373,7 @@ class RemoteBackend(Backend):
             "chat_template_kwargs": {"enable_thinking": thinking},
         }
         kwargs: dict[str, Any] = dict(
-            model=self.spec.source, messages=[_reasoning_in_content(m) for m in messages], stream=True,
+            model=self.spec.source, messages=[_reasoning_in_content(m) for m in _plain(messages)], stream=True,
             stream_options={"include_usage": True},
             temperature=0.0 if settings.greedy else settings.temperature,
             top_p=settings.top_p, presence_penalty=settings.presence_penalty,
@@ -352,7 +395,7 @@ class RemoteBackend(Backend):
         for chat_only in ("messages", "tools"):
             kwargs.pop(chat_only, None)
         kwargs["extra_body"].pop("chat_template_kwargs")
-        kwargs["prompt"] = continuation_prompt(messages, tools, prefix)
+        kwargs["prompt"] = continuation_prompt(_plain(messages), tools, prefix)
         return kwargs
 
     def _open(self, create: Any, settings: GenerationSettings, thinking: bool) -> Any:
@@ -373,7 +416,7 @@ class RemoteBackend(Backend):
                 self._top_k_off = 0
                 return create()
         except Exception as exc:
-            raise BackendError(self._explain(exc, "sending the request")) from None
+            raise self._failure(BackendError, exc, "sending the request") from None
 
     def _generate(self, messages: list[Message], settings: GenerationSettings, thinking: bool,
                   stop: StopSignal, tools: list[dict[str, Any]] | None = None, prefix: str = ""
@@ -455,7 +498,7 @@ class RemoteBackend(Backend):
             raise
         except Exception as exc:  # the connection dropped, a timeout between chunks...
             if not stop.is_set():
-                raise BackendError(self._explain(exc, "the reply was cut off", mid_stream=True)) from None
+                raise self._failure(BackendError, exc, "the reply was cut off", mid_stream=True) from None
             finish = "cancelled"  # the watcher closed the stream under the read
         finally:
             finished.set()
@@ -464,7 +507,8 @@ class RemoteBackend(Backend):
             finish = "cancelled"
         if finish is None:
             raise BackendError(f"the reply was cut off: the server at {self.url} closed the stream "
-                               "before the end of the reply")
+                               "before the end of the reply",
+                               public="the reply was cut off: the model server closed the stream early")
         yield from parser.finalize()
         yield from calls.finished()
         if not thinking and (reasoning_started or parser.saw_close):

@@ -33,22 +33,49 @@ if str(ROOT) not in sys.path:
 
 ARTIFACTS = ROOT / "artifacts"  # gitignored: screenshots and other test output
 
+# -- no silent skips ---------------------------------------------------------------------------
+# A skipped test is a failure (``python -m pytest``, the README's command, is what CI runs)
+# unless its node id matches a pattern here (fnmatch), with the reason it may skip. Keep it short:
+# a missing package or browser is an install to fix, not a test to skip.
+ALLOWED_SKIPS: dict[str, str] = {}
+
+
+def allowed_skip(nodeid: str) -> str | None:
+    """The reason ``nodeid`` may be skipped, or None."""
+    import fnmatch
+
+    return next((why for pattern, why in ALLOWED_SKIPS.items() if fnmatch.fnmatchcase(nodeid, pattern)), None)
+
+
+def _skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr)
+
+
+def _fail_unlisted_skip(report: Any) -> None:
+    if report.skipped and not hasattr(report, "wasxfail") and allowed_skip(report.nodeid) is None:
+        report.outcome = "failed"
+        report.longrepr = (f"{report.nodeid} was skipped ({_skip_reason(report)}), and it is not on the "
+                           "allow-list (ALLOWED_SKIPS in tests/conftest.py): in CI a skip is a failure")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any):
+    outcome = yield
+    _fail_unlisted_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: Any):
+    """A whole module skipped (``importorskip`` at its top): a collection error, unless listed."""
+    outcome = yield
+    _fail_unlisted_skip(outcome.get_result())
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for_file(path: Path, timeout: float = 20.0) -> None:
-    """Wait until another process has written ``path`` (non-empty): a marker that it got there.
-    A bounded poll: no event crosses the process boundary."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not path.exists() or not path.read_bytes():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
 
 
 def join_threads(matches: Any, timeout: float) -> list[Any]:

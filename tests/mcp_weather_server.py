@@ -6,7 +6,8 @@ answers from ``WEATHER_REPORTS`` / ``USER_CITY``. With ``--test-tools`` it also 
 error paths:
 
 - ``fail(message)``: the tool raises; the answer is an ``isError`` result;
-- ``slow(seconds, marker)``: creates the file ``marker`` (when given), then sleeps;
+- ``slow(seconds, marker)``: writes its PID to ``marker`` (when given: a file, or a test's
+  ``processes.ProcessMarker`` pipe), then sleeps;
 - ``huge(chars)``: returns ``chars`` characters of text;
 - ``image()``: returns a text part and a small PNG image part;
 - ``crash(marker)``: creates ``marker`` (when given), then the process says so on stderr and exits

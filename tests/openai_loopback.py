@@ -49,13 +49,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from processes import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "loopback-qwen3"
@@ -526,22 +526,12 @@ def start_app(*args: str, remote_url: str | None = None, port: int | None = None
         process = subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
     app = AppProcess(process, port, log, command)
-    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the app exited with status {process.returncode}:\n{app.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{app.url}/gradio_api/info", timeout=2) as response:
-                    if response.status == 200:
-                        return app
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"the app did not answer within {timeout:g} s:\n{app.log_tail()}")
+        wait_until_serving(f"{app.url}/gradio_api/info", process, timeout=timeout, log=log, what="the app")
     except BaseException:
         app.stop(timeout=5)
         raise
+    return app
 
 
 # -- reading /chat replies -----------------------------------------------------------------

@@ -56,9 +56,17 @@ def test_compare_three_models_side_by_side_offline(browser, ui_server):
     for index, model in enumerate(ENTRIES, 1):  # agreement 100% with the first entry, the same answer
         row = table.get_by_role("row", name=re.compile(rf"^{index}\. {re.escape(model)} .* 100% yes"))
         expect(row).to_have_count(1)
-    # the charts (Vega, bundled with Gradio): drawn, with one bar per entry
-    for chart in ("#compare-speed-chart", "#compare-memory-chart"):
-        expect(page.locator(f"{chart} canvas, {chart} svg").first).to_be_visible(timeout=10000)
+    # the charts (Vega's SVG, bundled with Gradio): one bar per entry, labelled with it, in order
+    labels = [f"{index}. {model}" for index, model in enumerate(ENTRIES, 1)]
+    for chart, unit in (("#compare-speed-chart", "tokens/s"), ("#compare-memory-chart", "MiB")):
+        bars = page.locator(f"{chart} svg [aria-roledescription=bar]")
+        expect(bars).to_have_count(len(ENTRIES), timeout=10000)
+        expect(bars.first).to_be_visible()
+        described = bars.evaluate_all("bars => bars.map(bar => bar.getAttribute('aria-label'))")
+        shown = [re.fullmatch(rf"entry: (.+); {re.escape(unit)}: ([\d.,]+)", label or "") for label in described]
+        assert all(shown), described
+        assert [m.group(1) for m in shown] == labels, described
+        assert all(float(m.group(2).replace(",", "")) > 0 for m in shown), described
     page.locator("#compare-column-1 .thought-group .title").first.click()  # the reasoning is kept
     expect(page.locator("#compare-column-1")).to_contain_text(ADD_REASONING)
     page.screenshot(path=str(ARTIFACTS / "browser-compare.png"), full_page=True)

@@ -8,13 +8,16 @@ that does not go to 127.0.0.1 is aborted and fails the test. Screenshots go to `
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from chromium import ARTIFACTS, offline_context, requires_chromium
+from core.messages import content_text
 from tinymodels.script import ENDLESS_Q, FRUIT_ANSWER, FRUIT_Q, case
+from ui.chat_files import SAVED_ATTRIBUTE, STORAGE_KEY
 
 ANOTHER = case("multi_turn")  # "Name a fruit." -> "Apple.", then "Another one?" -> "Banana."
 ANOTHER_Q = ANOTHER.messages[-1]["content"]
@@ -25,17 +28,14 @@ pytestmark = requires_chromium
 @pytest.fixture()
 def counted_tiny_model(ui_server, monkeypatch):
     """The tiny model, slowed a little per token (so a reply is still streaming when the page
-    reloads) and counting its forward passes (so a Regenerate is seen to compute)."""
-    from backends.base import LoadOptions
-    from core.catalog import resolve_model
-
+    reloads), with ``computed`` set at each forward pass (so a Regenerate is seen to compute)."""
     backend = ui_server.demo.playground.load("tiny-bf16")
     forward = backend.model.forward
-    backend.forward_calls = 0
+    backend.computed = threading.Event()
 
     def counting_forward(*args, **kwargs):
-        backend.forward_calls += 1
-        time.sleep(0.03)
+        backend.computed.set()
+        time.sleep(0.03)  # paces the reply (the reload below lands mid-reply); nothing waits on it
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(backend.model, "forward", counting_forward)
@@ -46,6 +46,21 @@ def send(page, text: str) -> None:
     box = page.locator("#message textarea")
     box.fill(text)
     box.press("Enter")
+
+
+def final_saves(page) -> int:
+    """How many replies (or other chat changes) the page has saved as they ended."""
+    return int(page.evaluate(f"() => document.body.getAttribute({SAVED_ATTRIBUTE!r}) || '0'"))
+
+
+def wait_saved(page, before: int, timeout: float = 30000) -> None:
+    """Wait for the page's signal that the chat as it ended is in localStorage (a final save after ``before``)."""
+    page.wait_for_function(f"n => Number(document.body.getAttribute({SAVED_ATTRIBUTE!r}) || 0) > n", arg=before,
+                           timeout=timeout)
+
+
+def stored_chat(page) -> list[dict]:
+    return json.loads(page.evaluate(f"() => localStorage.getItem({STORAGE_KEY!r}) || '[]'"))
 
 
 def bot_messages(page):
@@ -66,28 +81,33 @@ def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model,
     expect(page.locator("#model-info")).to_contain_text("tiny-bf16 · transformers", timeout=30000)
     chat = page.locator("#chatbot")
 
-    # two turns, then Regenerate: the last reply is computed again and replaces the old one
+    # two turns, then Regenerate: the last reply is computed again and replaces the old one; each
+    # reply ends with one final save, which the page counts
+    assert final_saves(page) == 0
     send(page, FRUIT_Q)
     expect(chat).to_contain_text(FRUIT_ANSWER, timeout=30000)
     expect(chat).to_contain_text("tokens/s", timeout=10000)
+    wait_saved(page, 0)
     send(page, ANOTHER_Q)
     expect(chat).to_contain_text(ANOTHER.answer, timeout=30000)
     expect(chat.get_by_text("tokens/s")).to_have_count(2, timeout=10000)
-    calls = counted_tiny_model.forward_calls
+    wait_saved(page, 1)
+    counted_tiny_model.computed.clear()
     page.locator("#regenerate").click()
-    deadline = time.monotonic() + 20
-    while counted_tiny_model.forward_calls == calls and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert counted_tiny_model.forward_calls > calls, "Regenerate did not compute a new reply"
-    expect(chat.get_by_text("tokens/s")).to_have_count(2, timeout=20000)
+    assert counted_tiny_model.computed.wait(20), "Regenerate did not compute a new reply"
+    # the page says the regenerated reply has ended and is saved: the storage holds it, figures included
+    wait_saved(page, 2)
+    assert final_saves(page) == 3
+    kept = stored_chat(page)
+    assert [content_text(m["content"]) for m in kept if m["role"] == "user"] == [FRUIT_Q, ANOTHER_Q]
+    assert ANOTHER.answer in [content_text(m["content"]) for m in kept if m["role"] == "assistant"]
+    assert sum(str((m.get("metadata") or {}).get("id", "")).startswith("stats:") for m in kept) == 2, kept
+    expect(chat.get_by_text("tokens/s")).to_have_count(2)
     expect(user_messages(page)).to_have_count(2)
     expect(chat).to_contain_text(ANOTHER.answer)
     page.screenshot(path=str(ARTIFACTS / "session-1-chat.png"), full_page=True)
 
-    # reload: the chat comes back from the browser's storage, exactly (once the storage holds the
-    # finished chat: both replies' figures)
-    page.wait_for_function("""() => JSON.parse(localStorage.getItem("qwen3-playground-chat") || "[]")
-        .filter(m => String((m.metadata || {}).id || "").startsWith("stats:")).length === 2""", timeout=10000)
+    # reload at once: the chat comes back from the browser's storage, exactly
     page.reload()
     expect(page.locator("#model-info")).to_contain_text("tiny-bf16", timeout=30000)
     expect(user_messages(page)).to_have_count(2, timeout=10000)
@@ -137,6 +157,9 @@ def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model,
     page.locator("#loop-guard input[type=checkbox]").uncheck()  # the song must still stream at the reload
     send(page, ENDLESS_Q)
     expect(bot_messages(page).last).to_contain_text("la la la", timeout=20000)
+    # the autosave copies the streaming reply: reload once the storage holds part of the song
+    page.wait_for_function(f"() => (localStorage.getItem({STORAGE_KEY!r}) || '').includes('la la la')",
+                           timeout=10000)
     page.reload()
     expect(user_messages(page)).to_have_count(3, timeout=15000)
     expect(chat).to_contain_text("la la la")

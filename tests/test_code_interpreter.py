@@ -6,11 +6,10 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from conftest import wait_for_file
+from processes import ProcessMarker, processes_gone
 
 from core.tools import ToolFailure, ToolSource
 from playground.tools.code_interpreter import CodeInterpreter
@@ -22,33 +21,20 @@ def run(code: str, timeout: float = 20, **limits):
     return CodeInterpreter(**limits).call("code_interpreter", {"code": code}, NEVER, timeout)
 
 
-def gone(pid: int) -> bool:
-    """The process does not run any more (a zombie waiting for init to reap it counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+def all_gone(pids: ProcessMarker, timeout: float = 5.0) -> bool:
+    """Whether every process the code recorded in ``pids`` is gone within ``timeout`` s."""
+    recorded = [int(pid) for pid in pids.wait().split()]
+    assert len(recorded) == 2, recorded
+    return processes_gone(recorded, timeout)
 
 
-def all_gone(pids_file: Path, timeout: float = 5.0) -> bool:
-    """Whether every process listed in ``pids_file`` is gone within ``timeout`` s (SIGKILL is
-    delivered asynchronously: a killed process may run for a moment)."""
-    pids = [int(pid) for pid in pids_file.read_text().split()]
-    deadline = time.monotonic() + timeout
-    while not all(gone(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-# Writes the PIDs of the code's process and of a child it starts (same process group) to PIDS.
+# Writes the PIDs of the code's process and of a child it starts (same process group) to PIDS
+# (a ProcessMarker's pipe: the test waits on it).
 SPAWN_AND_RECORD = """\
 import os, subprocess, sys
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-with open(PIDS + ".tmp", "w") as file:
+with open(PIDS, "w") as file:
     file.write(f"{os.getpid()} {child.pid}")
-os.rename(PIDS + ".tmp", PIDS)
 """
 
 
@@ -125,30 +111,30 @@ def test_output_is_capped_and_a_flood_does_not_block():
 
 
 def test_timeout_kills_the_loop_and_its_process_group(tmp_path):
-    pids = tmp_path / "pids"
+    pids = ProcessMarker(tmp_path / "pids")
     code = f"PIDS = {str(pids)!r}\n" + SPAWN_AND_RECORD + "while True:\n    pass\n"
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="^the code ran longer than 2 s and was stopped$"):
         run(code, timeout=2)
     assert time.monotonic() - started < 5
-    assert pids.exists()  # the code did run before the timeout
+    assert pids.wait(timeout=0)  # the code did run before the timeout
     assert all_gone(pids)
 
 
 def test_background_processes_do_not_outlive_the_call(tmp_path):
-    pids = tmp_path / "pids"
+    pids = ProcessMarker(tmp_path / "pids")
     output = run(f"PIDS = {str(pids)!r}\n" + SPAWN_AND_RECORD + "print('done')")
     assert output.text == "done"
     assert all_gone(pids)
 
 
 def test_cancel_stops_the_code_at_once(tmp_path):
-    pids = tmp_path / "pids"
+    pids = ProcessMarker(tmp_path / "pids")
     code = f"PIDS = {str(pids)!r}\n" + SPAWN_AND_RECORD + "import time\ntime.sleep(120)\n"
     cancel = threading.Event()
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(CodeInterpreter().call, "code_interpreter", {"code": code}, cancel, 120)
-        wait_for_file(pids)  # the code is running
+        pids.wait()  # the code is running
         cancel.set()
         cancelled_at = time.monotonic()
         with pytest.raises(ToolFailure, match="^cancelled$"):

@@ -47,9 +47,17 @@ def test_two_formats_side_by_side_with_figures_and_a_failing_entry(tmp_path):
     assert rows[0]["prefix_agreement"] == 1.0 and rows[0]["answer_matches"] is True  # itself: 100%
     assert rows[2]["prefix_agreement"] == 1.0 and rows[2]["answer_matches"] is True
     assert rows[1]["prefix_agreement"] is None and rows[1]["error"]
+    # the token counts are the script's (one tokenizer for every tiny format)
+    from transformers import AutoTokenizer
+
+    import tinymodels
+
+    tokenizer = AutoTokenizer.from_pretrained(tinymodels.model_path("bf16"))
+    count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
     for row in (rows[0], rows[2]):
         assert row["load_s"] > 0 and row["ttft_s"] > 0 and row["tokens_per_s"] > 0 and row["memory_mib"] > 0
-        assert row["reasoning_tokens"] > 0 and row["answer_tokens"] > 0
+        assert row["reasoning_tokens"] == count(ref.reasoning)
+        assert row["answer_tokens"] == rows[0]["answer_tokens"] >= count(ref.answer)  # the answer, think markup, end
         assert row["total_s"] >= row["ttft_s"]
 
 

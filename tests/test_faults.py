@@ -26,14 +26,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from processes import wait_until_serving
 from tinymodels.script import ADD_ANSWER, ADD_Q, FRUIT_ANSWER, FRUIT_Q, SKY_ANSWER, SKY_Q, case
 
 # The scripted second turn ("Name a fruit." -> "Apple.", then "Another one?"): after the fruit
@@ -277,17 +276,12 @@ def start_server(folder: Path, port: int | None = None) -> Server:
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     server = Server(process, port, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(f"{server.url}/models", timeout=1)
-            return server
-        except (OSError, urllib.error.URLError):
-            time.sleep(0.2)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError("llama_cpp.server did not start within 60 s")
+    try:
+        wait_until_serving(f"{server.url}/models", process, timeout=60, log=log, what="llama_cpp.server")
+    except RuntimeError:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
 
 
 def host_remote_server(ctx, url: str):

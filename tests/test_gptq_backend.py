@@ -143,6 +143,8 @@ def test_thinking_switches(dense):
     assert (off.reasoning, off.answer) == ("", "The answer is 5.")
     soft = chat(dense, case("no_think_soft").messages, settings_for(case("no_think_soft")), thinking=True)
     assert (soft.reasoning, soft.answer) == ("", "The answer is 5.")  # /no_think: empty think block
+    think = chat(dense, [{"role": "user", "content": q[0]["content"] + " /think"}], settings_for(case("think")))
+    assert (think.reasoning, think.answer) == ("Two plus three makes five.", "The answer is 5.")  # /think: it thinks
     assert dense.render_prompt([{"role": "user", "content": "Hi"}], False).endswith("<think>\n\n</think>\n\n")
 
 
@@ -247,9 +249,9 @@ def test_yarn_factor_applied(paths):
         assert rotary.rope_type == "yarn" and rotary.attention_scaling > 1.0
         assert torch.allclose(rotary.inv_freq, ref_rotary.inv_freq)
         assert rotary.attention_scaling == pytest.approx(ref_rotary.attention_scaling)
-        reply = chat(gptq, case("no_think_hard").messages, GenerationSettings(temperature=0.0, max_new_tokens=16),
-                     thinking=False)
-        assert reply.stats.completion_tokens > 0
+        c = case("no_think_hard")  # a short prompt: YaRN x2 keeps the script
+        reply = chat(gptq, c.messages, GenerationSettings(temperature=0.0, max_new_tokens=16), thinking=False)
+        assert (reply.reasoning, reply.answer, reply.stats.finish_reason) == ("", c.answer, "stop")
     finally:
         gptq.unload()
         ref.unload()

@@ -159,6 +159,8 @@ def test_thinking_switches(q8):
     assert on.reasoning == "Two plus three makes five." and on.answer == "The answer is 5."
     soft = chat(q8, case("no_think_soft").messages, settings, thinking=True)
     assert soft.reasoning == "" and soft.answer == "The answer is 5."
+    think = chat(q8, [{"role": "user", "content": "What is 2+3? /think"}], settings, thinking=True)
+    assert (think.reasoning, think.answer) == ("Two plus three makes five.", "The answer is 5.")  # /think: it thinks
     assert case("no_think_soft").messages[-1]["content"].endswith("/no_think")
     hard = chat(q8, case("no_think_hard").messages, GenerationSettings(temperature=0, max_new_tokens=64),
                 thinking=False)
@@ -257,9 +259,9 @@ def test_yarn_factor_4_reaches_llama_cpp(gguf_paths):
         assert info.rope_scaling == {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768,
                                      "rope_freq_scale": 0.25}
         assert info.context_window == 131072
-        reply = chat(backend, case("no_think_hard").messages, GenerationSettings(temperature=0, max_new_tokens=16),
-                     thinking=False)
-        assert reply.stats.completion_tokens > 0
+        c = case("no_think_hard")  # a short prompt: YaRN x4 keeps the script
+        reply = chat(backend, c.messages, GenerationSettings(temperature=0, max_new_tokens=16), thinking=False)
+        assert (reply.reasoning, reply.answer, reply.stats.finish_reason) == ("", c.answer, "stop")
     finally:
         backend.unload()
 

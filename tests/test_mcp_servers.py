@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_for_file
+from conftest import free_port
+from processes import ProcessMarker
 
 from core.tools import ToolFailure, ToolSource
 from mcp_weather_server import PNG_1X1, load_script, serve_http
@@ -212,11 +213,11 @@ def test_timeout_then_the_server_still_answers(servers):
 
 def test_cancel_during_a_call_returns_at_once(servers, tmp_path):
     source = servers["test"]
-    marker = tmp_path / "slow-started"
+    marker = ProcessMarker(tmp_path / "slow-started")
     cancel = threading.Event()
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(source.call, "slow", {"seconds": 60, "marker": str(marker)}, cancel, 60)
-        wait_for_file(marker)  # the server is inside the tool now
+        marker.wait()  # the server is inside the tool now
         cancel.set()
         cancelled_at = time.monotonic()
         with pytest.raises(ToolFailure, match="^cancelled$"):
@@ -277,11 +278,11 @@ def test_http_timeout_and_cancel(http_server, tmp_path):
         source = servers["remote"]
         with pytest.raises(TimeoutError, match="the MCP server 'remote' did not answer the call to slow within 0.5 s"):
             source.call("slow", {"seconds": 30}, NEVER, 0.5)
-        marker = tmp_path / "slow-started"
+        marker = ProcessMarker(tmp_path / "slow-started")
         cancel = threading.Event()
         with ThreadPoolExecutor(1) as pool:
             call = pool.submit(source.call, "slow", {"seconds": 60, "marker": str(marker)}, cancel, 60)
-            wait_for_file(marker)
+            marker.wait()  # the server is inside the tool now
             cancel.set()
             cancelled_at = time.monotonic()
             with pytest.raises(ToolFailure, match="^cancelled$"):

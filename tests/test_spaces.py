@@ -59,11 +59,23 @@ def test_gpu_is_the_function_itself_outside_zerogpu(monkeypatch):
     assert not zerogpu.on_zerogpu()
 
 
-def test_the_spaces_package_is_a_no_op_outside_zerogpu(monkeypatch):
+@pytest.fixture()
+def real_spaces(monkeypatch):
+    """The real ``spaces`` package (requirements-test.txt), as imported anywhere but on ZeroGPU
+    hardware: its own check (``SPACES_ZERO_GPU`` at import) says "not ZeroGPU", so its
+    ``spaces.GPU`` hands the function back and it runs directly."""
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    spaces = pytest.importorskip("spaces", reason="the optional `spaces` package is not installed")
-    assert spaces.GPU(reply, duration=lambda *a, **k: 60) is reply
-    assert spaces.GPU(duration=60)(reply) is reply
+    import spaces
+    from spaces.config import Config
+
+    assert not Config.zero_gpu
+    return spaces
+
+
+def test_the_spaces_package_is_a_no_op_outside_zerogpu(real_spaces):
+    assert real_spaces.GPU(reply, duration=lambda *a, **k: 60) is reply
+    assert real_spaces.GPU(duration=60)(reply) is reply
+    assert list(real_spaces.GPU(reply, duration=lambda *a, **k: 60)(max_new_tokens=7)) == [7]
 
 
 def test_duration_is_sized_from_max_new_tokens(monkeypatch):
@@ -78,49 +90,116 @@ def test_duration_is_sized_from_max_new_tokens(monkeypatch):
     assert zerogpu.gpu_duration("junk", {zerogpu.ENV_MAX_S: "x"}) == zerogpu.DEFAULT_MAX_S
 
 
-class FakeSpaces(types.ModuleType):
-    """Stands in for the `spaces` package on a ZeroGPU Space: records what it was asked for."""
+def answers(history) -> list[str]:
+    return [m["content"] for m in history if (m.get("metadata") or {}).get("id", "").startswith("answer:")]
 
-    def __init__(self):
+
+SETTINGS = dict(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0, presence_penalty=0.0, max_new_tokens=3000, seed=0)
+
+
+def test_with_the_real_spaces_gpu_the_generation_is_decorated_and_streams(monkeypatch, real_spaces, tiny_bf16):
+    """``SPACES_ZERO_GPU`` set (as on a ZeroGPU Space): the playground decorates its generation with
+    the real ``spaces.GPU`` and a duration that ZeroGPU computes from each call's arguments; outside
+    ZeroGPU hardware the decorator runs the generator directly, and the reply streams."""
+    import torch
+
+    torch.set_num_threads(1)
+    from backends.pool import ModelPool
+    from playground import Playground
+    from tinymodels.script import ADD_ANSWER, ADD_Q
+    from ui.chat_tab import stream_reply
+    from ui.formatting import user_message
+
+    decorated, calls = [], []
+    real_gpu, generate = real_spaces.GPU, Playground._generate
+
+    def recording_gpu(task=None, **kwargs):
+        decorated.append((task, kwargs))
+        return real_gpu(task, **kwargs)
+
+    def recording_generate(self, *args, **kwargs):  # the arguments ZeroGPU would hand the duration
+        calls.append((args, kwargs))
+        yield from generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(real_spaces, "GPU", recording_gpu)
+    monkeypatch.setattr(Playground, "_generate", recording_generate)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.delenv(zerogpu.ENV_MAX_S, raising=False)
+    monkeypatch.delenv(zerogpu.ENV_TOKENS_PER_S, raising=False)
+    playground = Playground(pool=ModelPool())
+    try:
+        [(task, options)] = decorated
+        assert task == playground._generate and set(options) == {"duration"}
+        assert playground._generate_on_gpu == task  # handed back by the real decorator: runs here, directly
+        *_, final = stream_reply(playground, [user_message(ADD_Q)], "", False, SETTINGS, "tiny-bf16", 1.0)
+        assert answers(final) == [ADD_ANSWER]
+        [(args, kwargs)] = calls
+        assert kwargs == {"max_new_tokens": 3000}
+        assert options["duration"](*args, **kwargs) == zerogpu.gpu_duration(3000) == 110  # 10 s + 3000 / 30 tokens/s
+    finally:
+        playground.pool.unload_all()
+
+
+class FakeSpaces(types.ModuleType):
+    """Stands in for the `spaces` package on ZeroGPU hardware, for what needs a GPU slot: the call's
+    arguments sent to the GPU worker (pickled: plain data only), one slot per call, and a slot lost
+    after ``lose_after`` streamed items (ZeroGPU's own error, from the real package)."""
+
+    def __init__(self, lose_after: int | None = None):
         super().__init__("spaces")
         self.decorated = []
         self.calls = []
+        self.lose_after = lose_after
 
     def GPU(self, task=None, *, duration=None):  # noqa: N802 (the package's name)
+        from spaces.zero.gradio import error  # what ZeroGPU raises when a slot ends mid-task
+
         self.decorated.append((task, duration))
 
         def wrapper(*args, **kwargs):
             pickle.dumps((args, kwargs))  # ZeroGPU sends them to its GPU worker: plain data only
             self.calls.append(duration(*args, **kwargs))
-            yield from task(*args, **kwargs)
+            for count, item in enumerate(task(*args, **kwargs)):
+                if count == self.lose_after:
+                    raise error("ZeroGPU worker error", "GPU task aborted")
+                yield item
 
         return wrapper
 
 
-def test_on_zerogpu_the_generation_runs_in_spaces_gpu(monkeypatch, tiny_bf16):
+def on_zerogpu_hardware(monkeypatch, fake: FakeSpaces) -> None:
+    import spaces.zero.gradio  # noqa: F401 (the real package's error, imported before the stand-in)
+
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+
+
+def test_on_zerogpu_a_lost_gpu_slot_keeps_what_streamed_and_says_so(monkeypatch, real_spaces, tiny_bf16):
     import torch
 
     torch.set_num_threads(1)
     from backends.pool import ModelPool
+    from playground import Playground
     from tinymodels.script import ADD_ANSWER, ADD_Q
     from ui.chat_tab import stream_reply
-    from playground import Playground
-    from ui.formatting import user_message
+    from ui.formatting import CUT_SHORT, user_message
 
-    fake = FakeSpaces()
-    monkeypatch.setitem(sys.modules, "spaces", fake)
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    fake = FakeSpaces(lose_after=4)  # a few tokens of the answer, then the slot is gone
+    on_zerogpu_hardware(monkeypatch, fake)
     playground = Playground(pool=ModelPool())
-    assert len(fake.decorated) == 1 and playground._generate_on_gpu is not fake.decorated[0][0]
-    settings = dict(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0, presence_penalty=0.0, max_new_tokens=3000,
-                    seed=0)
-    *_, final = stream_reply(playground, [user_message(ADD_Q)], "", False, settings, "tiny-bf16", 1.0)
-    assert [m["content"] for m in final if (m.get("metadata") or {}).get("id", "").startswith("answer:")] == [ADD_ANSWER]
-    assert fake.calls == [zerogpu.gpu_duration(3000)]
-    playground.pool.unload_all()
+    try:
+        *_, final = stream_reply(playground, [user_message(ADD_Q)], "", False, SETTINGS, "tiny-bf16", 1.0)
+        assert fake.calls == [zerogpu.gpu_duration(3000)]
+        [partial] = answers(final)
+        assert partial and partial != ADD_ANSWER and ADD_ANSWER.startswith(partial)  # what streamed is kept
+        error = final[-1]
+        assert error["metadata"]["id"].startswith("error:") and "GPU task aborted" in error["content"]
+        assert error["content"].endswith(CUT_SHORT)
+    finally:
+        playground.pool.unload_all()
 
 
-def test_on_zerogpu_a_tool_loop_with_stop_sends_plain_data_to_the_gpu(monkeypatch, tiny_bf16):
+def test_on_zerogpu_a_tool_loop_with_stop_sends_plain_data_to_the_gpu(monkeypatch, real_spaces, tiny_bf16):
     """The tools and the stop event stay in the main process (the tool loop runs the calls there);
     the GPU worker gets the request with the tools' specs only."""
     import threading
@@ -134,8 +213,7 @@ def test_on_zerogpu_a_tool_loop_with_stop_sends_plain_data_to_the_gpu(monkeypatc
     from tinymodels.script import WEATHER_Q, WEATHER_REPORTS, WEATHER_TOOLS
 
     fake = FakeSpaces()
-    monkeypatch.setitem(sys.modules, "spaces", fake)
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    on_zerogpu_hardware(monkeypatch, fake)
     playground = Playground(pool=ModelPool())
     weather = FunctionTools("weather", [(WEATHER_TOOLS[0], lambda city: WEATHER_REPORTS[city]),
                                         (WEATHER_TOOLS[1], lambda: "Paris")])

@@ -27,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="address to listen on [default: $GRADIO_SERVER_NAME or 127.0.0.1]")
     ui.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
                     help="port [default: $GRADIO_SERVER_PORT or 7860]")
-    ui.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    ui.add_argument("--share", action="store_true",
+                    help="create a public gradio.live link; turns hosted mode on (anyone with the link is a stranger)")
+    ui.add_argument("--share-with-local-access", action="store_true",
+                    help="create a public gradio.live link WITHOUT hosted mode: anyone with the link can load this "
+                         "machine's local paths and any model, and use its remote server and tools")
     ui.add_argument("--model", default=None,
                     help="model sessions start on, loaded in the background once the UI is up [default: "
                          "$QWEN3_PLAYGROUND_MODEL, else the first catalog model in the local cache, else tiny-bf16]")

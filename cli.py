@@ -85,11 +85,12 @@ def toolbox_for(playground: Any, args: argparse.Namespace) -> Any:
 
 
 def playground_for(args: argparse.Namespace) -> Any:
-    """The playground a command runs on: the environment's configuration (``QWEN3_PLAYGROUND_*``)."""
+    """The playground a command runs on: the environment's configuration (``QWEN3_PLAYGROUND_*``);
+    the command line's user is the host, who picks the model (``--model``) whatever visitors may do."""
     from core.config import AppConfig
     from playground import Playground
 
-    return Playground(AppConfig.from_env())
+    return Playground(AppConfig.from_env(visitors_switch_models=True))
 
 
 def load_options(playground: Any, spec: Any, args: argparse.Namespace) -> Any:

@@ -135,3 +135,40 @@ def available_offline(spec: ModelSpec) -> bool:
     if spec.filename:  # the cached spelling may differ in case
         wanted = match_filename(spec.filename, _cached_repo_files(spec.source)) or spec.filename
     return isinstance(try_to_load_from_cache(spec.source, wanted), str)
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+
+
+def checkpoint_size(spec: ModelSpec) -> int | None:
+    """Bytes of the model's files, before any download: local files when they are here
+    (the tiny models, a local path), else the catalog's ``size_gb``, else the Hub's file
+    metadata (online only); None when nothing says."""
+    local = Path(spec.local_path) if spec.local_path else Path(spec.source).expanduser()
+    if (spec.local_path or not spec.is_tiny) and local.is_absolute() and local.exists():
+        files = [local] if local.is_file() else [p for p in local.rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files)
+    if spec.size_gb is not None:
+        return int(spec.size_gb * 10**9)
+    if spec.is_tiny or spec.backend == "remote":
+        return None
+    return _hub_size(spec)
+
+
+def _hub_size(spec: ModelSpec) -> int | None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    if HF_HUB_OFFLINE:
+        return None
+    try:
+        siblings = HfApi().model_info(spec.source, files_metadata=True, timeout=10).siblings or []
+    except Exception:  # offline, gated, missing: no size
+        return None
+    sizes = {s.rfilename: s.size for s in siblings if s.size is not None}
+    if spec.filename:
+        found = match_filename(spec.filename, list(sizes))
+        return sizes[found] if found else None
+    weights = [size for name, size in sizes.items() if name.endswith(".safetensors")] or \
+        [size for name, size in sizes.items() if name.endswith(_WEIGHT_SUFFIXES)]
+    return sum(weights) if weights else None

@@ -6,11 +6,14 @@ to every session that asks for the same key.
 
 - Thread-safe: a lock guards the table; each key has its own lock, so two sessions asking for the
   same model wait for one load, while different models load independently.
-- A failed load leaves the pool as it was: the models already loaded (the one a session was using
-  before) stay usable.
-- At most ``max_models`` stay loaded (default 1: models are big); the least recently used model
-  that no generation is using is unloaded to make room (it is loaded again the next time a
-  session needs it). A model busy generating is unloaded when its generation ends.
+- A failed load leaves no entry behind (and frees its slot).
+- ``max_models`` is a hard cap (default 1: models are big): models loaded, loading or still
+  unloading never number more, whichever path asks. A load that needs a slot first unloads the
+  least recently used model no lease holds (it loads again the next time a session needs it);
+  if every slot is leased (replies streaming), the load waits for a lease to end, up to
+  ``wait_s``, then fails with :class:`ModelSlotsBusy`. A model is never unloaded mid-reply.
+  So with one slot, switching models unloads the previous one *before* the new one loads (a
+  failed load then leaves none: the previous one loads again when next used).
 - ``admit`` (optional) vets every model before it loads: hosted mode refuses anything outside its
   catalog there, whichever panel asked.
 """
@@ -25,6 +28,7 @@ from typing import NamedTuple
 
 from backends.base import Backend, LoadOptions
 from core.catalog import ModelSpec
+from core.errors import ModelSlotsBusy
 from core.events import ProgressFn
 
 
@@ -53,18 +57,26 @@ def _default_factory(name: str) -> Backend:
     return create_backend(name)
 
 
+DEFAULT_WAIT_S = 300.0  # how long a load waits for a leased slot to be handed back
+
+
 class ModelPool:
     """Loads models on demand and shares them; see the module docstring."""
 
     def __init__(self, max_models: int = 1, factory: Callable[[str], Backend] | None = None,
-                 admit: Callable[[ModelSpec, LoadOptions], None] | None = None) -> None:
+                 admit: Callable[[ModelSpec, LoadOptions], None] | None = None,
+                 wait_s: float = DEFAULT_WAIT_S) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.max_models = max_models
+        self.wait_s = wait_s
         self._factory = factory or _default_factory
         self.admit = admit  # raises a PlaygroundError for a model that must not load
         self._lock = threading.Lock()
-        self._entries: dict[PoolKey, _Entry] = {}
+        self._changed = threading.Condition(self._lock)  # a lease ended, a slot freed
+        self._entries: dict[PoolKey, _Entry] = {}  # loaded or loading: each holds a slot
+        self._unloading = 0  # evicted models still being freed: their slots are not free yet
+        self.peak = 0  # the most slots ever held at once (loaded + loading + unloading)
 
     # -- looking up ------------------------------------------------------------------------
     def peek(self, spec: ModelSpec, options: LoadOptions = LoadOptions()) -> Backend | None:
@@ -85,12 +97,18 @@ class ModelPool:
         with self._lock:
             return [key for key, entry in self._entries.items() if entry.backend is not None]
 
+    @property
+    def in_use(self) -> int:
+        """Slots held now: models loaded, loading or still unloading (never above ``max_models``)."""
+        with self._lock:
+            return self._held()
+
     # -- loading ---------------------------------------------------------------------------
     def get(self, spec: ModelSpec, options: LoadOptions = LoadOptions(),
             progress: ProgressFn | None = None) -> Backend:
         """The backend for ``spec`` loaded with ``options``, loading it if needed.
 
-        Raises the backend's ``PlaygroundError`` on failure; nothing else in the pool changes.
+        Raises the backend's ``PlaygroundError`` on failure (or :class:`ModelSlotsBusy`).
         """
         with self._lease(spec, options, progress) as backend:
             return backend
@@ -108,9 +126,7 @@ class ModelPool:
         if self.admit is not None:
             self.admit(spec, options)
         key = PoolKey.of(spec, options)
-        with self._lock:
-            entry = self._entries.setdefault(key, _Entry())
-            entry.users += 1  # keeps the entry (and, once loaded, its model) from eviction
+        entry = self._take_slot(key, progress)  # counts this lease as a user
         try:
             with entry.lock:  # one load per key; others asking for it wait here
                 if entry.backend is None:
@@ -119,40 +135,72 @@ class ModelPool:
                     entry.backend = backend
                 backend = entry.backend
                 entry.last_used = time.monotonic()
-            self._evict(keep=key)
             yield backend
         finally:
-            with self._lock:
+            with self._changed:
                 entry.users -= 1
                 entry.last_used = time.monotonic()
                 if entry.backend is None and entry.users == 0 and self._entries.get(key) is entry:
                     del self._entries[key]  # a failed load leaves no trace
-            self._evict(keep=None)  # a model that was busy during a load may go now
+                self._changed.notify_all()
 
-    def _evict(self, keep: PoolKey | None) -> None:
-        """Unload least recently used idle models beyond ``max_models``."""
-        victims: list[Backend] = []
-        with self._lock:
-            loaded = [(e.last_used, k) for k, e in self._entries.items() if e.backend is not None]
-            excess = len(loaded) - self.max_models
-            for _, key in sorted(loaded):
-                if excess <= 0:
-                    break
-                entry = self._entries[key]
-                if key == keep or entry.users > 0:
+    def _held(self) -> int:
+        return len(self._entries) + self._unloading
+
+    def _take_slot(self, key: PoolKey, progress: ProgressFn | None) -> _Entry:
+        """The entry for ``key`` with this lease counted: the existing one (loaded or loading),
+        else a new one in a free slot, freeing the least recently used idle model first, or
+        waiting for a lease to end when every slot is leased."""
+        deadline: float | None = None
+        with self._changed:
+            while True:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    entry.users += 1
+                    return entry
+                if self._held() < self.max_models:
+                    entry = self._entries[key] = _Entry(users=1)
+                    self.peak = max(self.peak, self._held())
+                    return entry
+                idle = [(e.last_used, k) for k, e in self._entries.items() if e.users == 0]
+                if idle:
+                    victim_key = min(idle)[1]
+                    self._unload(self._entries.pop(victim_key))
                     continue
-                victims.append(entry.backend)  # type: ignore[arg-type]
-                del self._entries[key]
-                excess -= 1
-        for backend in victims:
-            backend.unload()
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.wait_s
+                    if progress is not None:
+                        self._lock.release()  # never call out with the lock held
+                        try:
+                            progress(0.0, f"Waiting for a free model slot (all {self.max_models} busy with replies)")
+                        finally:
+                            self._lock.acquire()
+                        continue
+                if now >= deadline:
+                    raise ModelSlotsBusy(
+                        f"every model slot of this playground ({self.max_models}) is busy with replies still "
+                        f"running; waited {self.wait_s:g} s: try again when they end")
+                self._changed.wait(deadline - now)
+
+    def _unload(self, entry: _Entry) -> None:
+        """Free an entry already taken out of the table (called, and returns, with the lock held);
+        its slot stays counted until its memory is freed."""
+        self._unloading += 1
+        self._lock.release()
+        try:
+            if entry.backend is not None:
+                entry.backend.unload()
+        finally:
+            self._lock.acquire()
+            self._unloading -= 1
+            self._changed.notify_all()
 
     def unload_all(self) -> None:
         """Unload every idle model (models in use are left alone)."""
-        with self._lock:
-            victims = [(k, e) for k, e in self._entries.items() if e.users == 0]
-            for key, _ in victims:
-                del self._entries[key]
-        for _, entry in victims:
-            if entry.backend is not None:
-                entry.backend.unload()
+        with self._changed:
+            while True:  # the table may change while one unloads: look again each time
+                key = next((k for k, e in self._entries.items() if e.users == 0), None)
+                if key is None:
+                    return
+                self._unload(self._entries.pop(key))

@@ -32,6 +32,7 @@ class ModelSpec:
     params: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    size_gb: float | None = None  # the checkpoint's files, about (GB = 10^9 bytes); None: unknown
     # where the files already are, when the playground made them (the tiny models); backends
     # read it before ``source`` (which stays the model's identity)
     local_path: str | None = field(default=None, compare=False)

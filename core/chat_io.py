@@ -25,6 +25,7 @@ from typing import Any
 from core.chat import ROLES, content_text, tool_calls_of
 from core.errors import PlaygroundError, PromptError
 from core.messages import KINDS, kind_of, message_id, new_reply_id, record_of
+from core.values import check_depth
 
 FORMAT = "qwen3-playground-chat"
 VERSION = 2
@@ -207,6 +208,10 @@ def _decode(data: bytes) -> str:
 
 
 def _messages_of(data: Any) -> list[Any]:
+    try:  # before anything recursive (json.dumps of a tool call's arguments) reads it
+        check_depth(data, "the chat")
+    except PlaygroundError as exc:
+        raise ChatFileError(str(exc)) from None
     if isinstance(data, list):
         return data
     if isinstance(data, Mapping):

@@ -5,7 +5,10 @@ Hosted mode (on by default on Hugging Face Spaces, ``--hosted`` elsewhere) serve
 - remote servers' URLs are fixed by the host and API keys come from the environment;
 - messages are limited in size before any compute;
 - tools are the host's only (``QWEN3_PLAYGROUND_MCP_CONFIG``'s servers, narrowed by
-  ``QWEN3_PLAYGROUND_TOOLS``), rate-limited per visitor; visitors never add servers or run code.
+  ``QWEN3_PLAYGROUND_TOOLS``), rate-limited per visitor; visitors never add servers or run code;
+- the model is the host's choice (``QWEN3_PLAYGROUND_MODEL``) unless it lets visitors switch
+  (``QWEN3_PLAYGROUND_VISITORS_SWITCH_MODELS=1``), and then only to models the machine can hold
+  (``core.memory``; ``QWEN3_PLAYGROUND_MEMORY_GB`` overrides the measured free memory).
 ``trust_remote_code`` is never enabled by any backend, hosted or not.
 """
 from __future__ import annotations
@@ -18,10 +21,16 @@ from typing import Any
 from core.catalog import ModelSpec, load_catalog, resolve_model
 from core.errors import InvalidSettings, ModelNotFound, PlaygroundError, PromptError
 from core.mcp_config import ServerConfig, load_mcp_config
+from core.messages import content_text, message_chars
+from core.messages import field as message_field
 from core.tools import DEFAULT_MAX_ROUNDS, MAX_ROUNDS_LIMIT
 
 ENV_PREFIX = "QWEN3_PLAYGROUND_"
 CONVERSATION_FACTOR = 10  # a conversation may hold up to 10 messages' worth of text
+# a chat or comparison file may hold this many bytes per character of the conversation limit
+# (UTF-8, JSON escapes and indentation, a Markdown export's text plus its base64 copy, Compare's columns)
+UPLOAD_BYTES_PER_CHAR = 16
+DEFAULT_HOSTED_QUEUE = 64  # hosted mode: requests waiting in Gradio's queue at once (more are turned away)
 DEFAULT_TOOL_CALLS_PER_MINUTE = 20
 
 
@@ -38,6 +47,24 @@ def _strict_flag(env: Mapping[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise InvalidSettings(f"{ENV_PREFIX}{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
+def _optional_flag(env: Mapping[str, str], name: str) -> bool | None:
+    """``QWEN3_PLAYGROUND_<name>`` as 1 / 0, None when unset."""
+    return _strict_flag(env, name) if (env.get(ENV_PREFIX + name) or "").strip() else None
+
+
+def _gigabytes(env: Mapping[str, str], name: str) -> float | None:
+    raw = (env.get(ENV_PREFIX + name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidSettings(f"{ENV_PREFIX}{name} must be a number of GB, got {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise InvalidSettings(f"{ENV_PREFIX}{name} must be more than 0 GB, got {raw!r}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int = 1, high: int | None = None) -> int:
@@ -73,8 +100,12 @@ def _host_servers(path: str | None) -> dict[str, ServerConfig]:
 class AppConfig:
     hosted: bool = False
     default_model: str | None = None  # the model sessions start on (None: pick one, see playground.startup)
-    max_models: int = 1  # models loaded at once (LRU beyond that)
+    max_models: int = 1  # models loaded at once, a hard cap (see backends.pool)
+    # may visitors load another model or YaRN factor than the host's? None: yes, unless hosted
+    visitors_switch_models: bool | None = None
+    memory_gb: float | None = None  # hosted mode: memory models may use (None: measured at start)
     max_message_chars: int = 100_000  # a longer message is refused before any compute
+    max_queue: int | None = None  # requests waiting at once (None: DEFAULT_HOSTED_QUEUE hosted, else no limit)
     allowed_models: tuple[str, ...] = ()  # hosted mode: repo ids allowed beyond the catalog
     remote_base_url: str | None = None  # hosted mode: the only server the remote backend may use
     remote_api_key_env: str = "OPENAI_API_KEY"
@@ -95,7 +126,10 @@ class AppConfig:
             hosted=_flag(get("HOSTED"), default=bool(env.get("SPACE_ID"))),
             default_model=get("MODEL") or None,
             max_models=_int(env, "MAX_MODELS", 1),
+            visitors_switch_models=_optional_flag(env, "VISITORS_SWITCH_MODELS"),
+            memory_gb=_gigabytes(env, "MEMORY_GB"),
             max_message_chars=_int(env, "MAX_MESSAGE_CHARS", 20_000 if env.get("SPACE_ID") else 100_000),
+            max_queue=_int(env, "MAX_QUEUE", 0) or None,
             allowed_models=_names(get("ALLOWED_MODELS")),
             remote_base_url=get("REMOTE_URL") or None,
             remote_api_key_env=get("REMOTE_KEY_ENV") or "OPENAI_API_KEY",
@@ -111,6 +145,11 @@ class AppConfig:
         if config.hosted and config.code_interpreter:
             raise InvalidSettings(f"{ENV_PREFIX}CODE_INTERPRETER cannot be on in hosted mode: visitors never run code")
         return config
+
+    @property
+    def visitors_may_switch(self) -> bool:
+        """Whether a visitor may load another model (or YaRN factor) than the host's start model."""
+        return (not self.hosted) if self.visitors_switch_models is None else self.visitors_switch_models
 
     @property
     def remote_api_key(self) -> str | None:
@@ -163,30 +202,55 @@ class AppConfig:
         raise ModelNotFound(f"{spec.source!r} is not available here: this hosted playground only serves the "
                             "models in its catalog")
 
-    def check_message(self, text: str) -> None:
+    # -- size limits: the one place they are decided, for every endpoint, upload and import --
+    def check_text(self, text: str, what: str = "the message") -> None:
+        """Refuse (``PromptError``) text a user typed (``what``: "the message", "the system
+        prompt", "the pasted text"...) over ``max_message_chars``."""
         if len(text) > self.max_message_chars:
-            raise PromptError(f"the message is {len(text):,} characters long; this playground accepts at most "
+            raise PromptError(f"{what} is {len(text):,} characters long; this playground accepts at most "
                               f"{self.max_message_chars:,}")
+
+    def check_message(self, text: str) -> None:
+        self.check_text(text, "the message")
 
     @property
     def max_conversation_chars(self) -> int:
         """The whole conversation sent with one request (earlier turns included)."""
         return CONVERSATION_FACTOR * self.max_message_chars
 
-    def check_conversation(self, messages: Sequence[tuple[str, str]]) -> None:
-        """Refuse (``PromptError``) before any compute: text a user typed (a ``user`` or
-        ``system`` message, the system prompt) over the message limit, or a conversation
-        (every message's text, replies included) over ``max_conversation_chars``.
-
-        ``messages`` are (role, text) pairs, the system prompt as a ``system`` message."""
-        last_user = max((i for i, (role, _) in enumerate(messages) if role == "user"), default=-1)
-        for i, (role, text) in enumerate(messages):
-            if role != "assistant" and len(text) > self.max_message_chars:
+    def check_conversation(self, history: Sequence[Any], system_prompt: str | None = None) -> None:
+        """Refuse (``PromptError``) before any compute: text a user typed (a ``user``, ``system``
+        or ``tool`` message, the system prompt) over the message limit, or a conversation over
+        ``max_conversation_chars``. A conversation's size is every character its messages carry
+        (``core.messages.message_chars``): replies, reasoning panels, notes, their metadata
+        (titles, a tool result's record) and tool calls, shown or sent, all count."""
+        messages = [{"role": "system", "content": system_prompt}, *history] if system_prompt else list(history)
+        roles = [message_field(m, "role") for m in messages]
+        last_user = max((i for i, role in enumerate(roles) if role == "user"), default=-1)
+        for i, (role, message) in enumerate(zip(roles, messages)):
+            if role != "assistant":
                 which = ("the message" if i == last_user else "the system prompt" if role == "system"
                          else f"message {i + 1} of the conversation")
-                raise PromptError(f"{which} is {len(text):,} characters long; this playground accepts at most "
-                                  f"{self.max_message_chars:,}")
-        total = sum(len(text) for _, text in messages)
+                self.check_text(content_text(message_field(message, "content")), which)
+        total = sum(message_chars(m) for m in messages)
         if total > self.max_conversation_chars:
             raise PromptError(f"the conversation is {total:,} characters long; this playground accepts at most "
                               f"{self.max_conversation_chars:,}: clear the chat or export it and start again")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The largest chat or comparison file accepted (uploads, imports, Gradio's ``max_file_size``)."""
+        return UPLOAD_BYTES_PER_CHAR * self.max_conversation_chars
+
+    def check_upload(self, size: int, what: str = "the file") -> None:
+        """Refuse (``PromptError``) a file or import of ``size`` bytes over ``max_upload_bytes``, unread."""
+        if size > self.max_upload_bytes:
+            raise PromptError(f"{what} is {size:,} bytes; this playground accepts files of at most "
+                              f"{self.max_upload_bytes:,} bytes")
+
+    @property
+    def queue_size(self) -> int | None:
+        """Requests Gradio's queue holds at once (hosted: ``DEFAULT_HOSTED_QUEUE`` unless set)."""
+        if self.max_queue is not None:
+            return self.max_queue
+        return DEFAULT_HOSTED_QUEUE if self.hosted else None

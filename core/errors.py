@@ -2,7 +2,15 @@
 
 
 class PlaygroundError(Exception):
-    """Base class: ``str(err)`` is one clear line fit for a user."""
+    """Base class: ``str(err)`` is one clear line fit for a user.
+
+    ``public``: the same line fit for a stranger (hosted mode), when ``str(err)`` shows what only
+    the host may see (an upstream server's URL or its reply's text); None when there is nothing
+    to hide."""
+
+    def __init__(self, *args: object, public: str | None = None) -> None:
+        super().__init__(*args)
+        self.public = public
 
 
 class InvalidSettings(PlaygroundError):
@@ -27,3 +35,12 @@ class ModelLoadError(PlaygroundError):
 
 class BackendError(PlaygroundError):
     """A backend failed while generating; partial output already streamed is kept."""
+
+
+class ModelNotServed(PlaygroundError):
+    """Hosted mode: a model this playground does not serve to visitors (too big for the machine,
+    or another model than the one its host chose)."""
+
+
+class ModelSlotsBusy(PlaygroundError):
+    """Every model slot (``--max-models``) stayed held by replies still running: nothing loaded."""

@@ -33,16 +33,26 @@ ENDINGS: tuple[str, ...] = ("stats", *get_args(StopReason))
 
 
 def content_text(content: Any) -> str:
-    """Flatten message content: a string, or a list of parts (``{"type": "text", "text"}``)."""
+    """Flatten message content: a string, or one list of parts (``{"type": "text", "text"}`` or
+    strings; a part without text, such as a file, adds nothing). Anything else, a list nested in
+    a list included, is refused (``PromptError``)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, Mapping):
-        return str(content.get("text", ""))
-    if isinstance(content, Sequence):
-        return "".join(content_text(part) for part in content)
-    raise PromptError(f"message content must be text, got {type(content).__name__}")
+    parts = [content] if isinstance(content, Mapping) else content
+    if not isinstance(parts, Sequence) or isinstance(parts, (bytes, bytearray)):
+        raise PromptError(f"message content must be text, got {type(content).__name__}")
+    texts = []
+    for part in parts:
+        text = part.get("text") if isinstance(part, Mapping) else part
+        if text is None and isinstance(part, Mapping):
+            continue
+        if not isinstance(text, str):
+            raise PromptError("message content must be text or a list of text parts "
+                              "({\"type\": \"text\", \"text\": ...})")
+        texts.append(text)
+    return "".join(texts)
 
 
 def new_reply_id() -> str:
@@ -93,6 +103,23 @@ def is_pending(message: Any) -> bool:
 
 # OpenAI message fields a history may carry besides role and content (tool loops, reasoning)
 _OPENAI_FIELDS = ("tool_calls", "tool_call_id", "reasoning_content", "reasoning")
+
+
+def message_chars(message: Any) -> int:
+    """Every character a message carries, shown or sent: its content, its metadata (titles,
+    logs, a tool result's record...) and its tool and reasoning fields. What size limits count."""
+    size = len(content_text(field(message, "content")))
+    size += sum(len(value) if isinstance(value, str) else len(str(value)) for value in metadata_of(message).values())
+    for name in _OPENAI_FIELDS:
+        value = field(message, name)
+        if isinstance(value, str):
+            size += len(value)
+        elif value is not None:
+            try:
+                size += len(json.dumps(value, ensure_ascii=False, default=str))
+            except (TypeError, ValueError, RecursionError):
+                raise PromptError(f"a message's {name} is not JSON data (or is nested too deeply)") from None
+    return size
 
 
 def plain_history(history: list[Any] | None) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ContextManager
 
 from backends.base import Backend, StopSignal
+from backends.pool import PoolKey
 from backends.registry import backend_class
 from core.catalog import ModelSpec
 from core.compare import CallCheck, Comparison, EntryResult
@@ -107,6 +108,7 @@ def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: li
                stop: threading.Event, load_lock: threading.Lock,
                toolbox: Toolbox | None, loop_guard: bool = True) -> Iterator[ColumnEvent]:
     try:
+        playground.check_conversation(history, system_prompt)  # the size limits, whoever runs it
         spec = playground.resolve(entry.model, entry.backend)
         request = ChatRequest.build(spec, entry.options, history, settings, thinking, system_prompt or None, toolbox,
                                     loop_guard=loop_guard)
@@ -117,18 +119,35 @@ def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: li
                 backend_class(spec.backend)  # import the library before the clock starts: load time is the model's
                 started = time.perf_counter()
                 backend = lease.enter_context(acquire(spec, entry.options, None))
-            yield ColumnEvent(index, "loaded", ModelReady(backend.describe(), time.perf_counter() - started))
+            yield ColumnEvent(index, "loaded", ModelReady(playground.describe(backend), time.perf_counter() - started))
             stream = _reply(backend, request, stop)
             try:
                 for event in stream:
                     yield ColumnEvent(index, "event", event)
             finally:
                 stream.close()
-    except PlaygroundError as exc:
-        yield ColumnEvent(index, "error", str(exc))
-    except Exception as exc:  # one column's failure must not end the others
-        yield ColumnEvent(index, "error", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # one column's failure must not end the others; worded for who sees it
+        yield ColumnEvent(index, "error", playground.error_text(exc))
     yield ColumnEvent(index, "done")
+
+
+def concurrency_plan(playground: Playground, entries: list[EntrySpec], concurrent: bool) -> tuple[bool, str]:
+    """Whether ``entries`` run at the same time on the shared pool, and why not when they cannot:
+    at the same time, every different model (or YaRN factor) holds a pool slot, and the pool
+    never holds more than ``--max-models``: past it, the entries run one after another."""
+    if not concurrent:
+        return False, ""
+    keys = set()
+    for entry in entries:
+        try:
+            keys.add(PoolKey.of(playground.resolve(entry.model, entry.backend), entry.options.validate()))
+        except PlaygroundError:  # fails in its own column
+            continue
+    slots = playground.pool.max_models
+    if len(keys) <= slots:
+        return True, ""
+    return False, (f"one after another: at the same time they would hold {len(keys)} models in memory and "
+                   f"this playground keeps at most {slots}")
 
 
 def run_comparison(playground: Playground, entries: list[EntrySpec], histories: list[list[dict[str, Any]]],
@@ -138,14 +157,17 @@ def run_comparison(playground: Playground, entries: list[EntrySpec], histories: 
                    loop_guard: bool = True) -> Iterator[ColumnEvent]:
     """Stream every entry's reply to its own conversation (``histories[i]`` ends with the prompt).
 
-    Models come from ``acquire`` (default: the playground's shared pool; the CLI loads each
-    entry on its own with ``playground.load_fresh``). Each entry's request is checked by the
+    Models come from ``acquire`` (default: the playground's shared pool, and ``concurrent`` is
+    then subject to :func:`concurrency_plan`; the CLI loads each entry on its own with
+    ``playground.load_fresh``). Each entry's request is checked by the
     same rules as a chat (``ChatRequest.build``): an entry that always or never thinks follows
     its model. ``toolbox``: the tools every entry may call (each runs its own tool loop).
     ``loop_guard``: each entry's reply stops on its own once it repeats itself ("repeating").
     """
     stop = stop or threading.Event()
-    acquire = acquire or playground.lease
+    if acquire is None:
+        concurrent = concurrency_plan(playground, entries, concurrent)[0]
+        acquire = playground.lease
     # The entries load one at a time, also "at the same time" (generation is what runs together):
     # first-time library imports from two threads at once (transformers' lazy modules, needed by
     # one entry's load while another's imports them) fail with "cannot import name ..."; and

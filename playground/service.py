@@ -13,6 +13,7 @@ this layer; it holds nothing that belongs to one visitor.
 """
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -21,22 +22,31 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from backends.base import Backend, ModelInfo, StopSignal
+from backends.host_memory import free_memory
+from backends.hub import checkpoint_size
 from backends.pool import ModelPool
 from backends.registry import backend_class
+from core import chat_io
 from core.catalog import ModelSpec, load_catalog
+from core.compare import Comparison
 from core.config import AppConfig
-from core.errors import InvalidSettings, ModelNotFound, PlaygroundError
+from core.errors import InvalidSettings, ModelNotFound, ModelNotServed, PlaygroundError
 from core.events import AnswerDelta, ChatEvent, LoopStopped, ProgressFn, ReasoningDelta, Reply
 from core.loop_guard import LoopGuard
+from core.memory import GB, HostMemory, fit_problem
 from core.mcp_config import ServerConfig, parse_mcp_config
 from core.messages import plain_history
 from core.presets import Preset, default_preset_name, load_presets
 from core.request import ChatRequest, LoadOptions
+from core.redact import public_text, redact
 from core.settings import GenerationSettings
 from core.tools import DEFAULT_MAX_ROUNDS, DEFAULT_RESULT_CHARS, DEFAULT_TOOL_TIMEOUT_S, ToolSource, ToolSpec
+from core.values import strict_bool, strict_text
+from playground.exports import ExportFolder
 from playground.models import materialise
 from playground.tools.code_interpreter import CodeInterpreter
 from playground.tools.loop import Approve, run_tool_loop
@@ -50,6 +60,7 @@ from playground.startup import TINY_MODEL, StartModel, Warmup, choose_start_mode
 from playground.zerogpu import gpu
 
 log = logging.getLogger("qwen3_playground.tools")
+errors_log = logging.getLogger("qwen3_playground.errors")
 
 # the cards' advice against endless repetition (the GPTQ card; the ``-quantized`` presets' value)
 LOOP_RETRY_PRESENCE_PENALTY = 1.5
@@ -138,11 +149,15 @@ class Playground:
         self.catalog = load_catalog() if catalog is None else catalog
         self.presets = load_presets() if presets is None else presets
         self.pool = pool or ModelPool(max_models=self.config.max_models)
-        if self.config.hosted and self.pool.admit is None:
+        if self.pool.admit is None:
             self.pool.admit = self.admit  # every load, from any tab or endpoint, is vetted
+        self._memory: HostMemory | None = None  # hosted mode: measured once, before anything loads
+        self._sizes: dict[tuple[str, str | None, str | None], int | None] = {}  # checkpoint sizes looked up
+        self._memory_lock = threading.Lock()
         self.start = StartModel(TINY_MODEL)
         self.warmup: Warmup | None = None
         self.tool_sources = ToolSources()
+        self.exports = ExportFolder()  # exported chats and comparisons: one folder, bounded
         self.tool_calls = RateLimiter(self.config.tool_calls_per_minute)  # per visitor, hosted mode
         self._visitor_salt = secrets.token_bytes(32)  # visitor ids mean nothing outside this process
         # On a ZeroGPU Space only the generation runs with a GPU attached (spaces.GPU, sized
@@ -157,10 +172,12 @@ class Playground:
         """Choose the model new sessions start on (``requested``, else a cached catalog model,
         else the tiny one); an unusable name falls back to the tiny model, saying why."""
         start = choose_start_model(requested if requested is not None else self.config.default_model, self.catalog)
+        if self.config.hosted:
+            self.host_memory()  # measured now, before the start model loads
         try:
             self.resolve(start.ref)
         except PlaygroundError as exc:
-            return self.fall_back(f"`{start.ref}` is unusable: {exc}.")
+            return self.fall_back(f"`{start.ref}` is unusable: {self.error_text(exc)}.")
         self.start = start
         return start
 
@@ -190,7 +207,7 @@ class Playground:
     def load_options(self, spec: ModelSpec, yarn_factor: Any = 1.0, **overrides: Any) -> LoadOptions:
         """Remote models get the host's URL and key (from the environment), never a page's;
         ``overrides`` (device, a CLI's own server...) apply outside hosted mode only."""
-        factor = _factor(yarn_factor)
+        factor = yarn_factor_value(yarn_factor)
         if spec.backend == "remote":
             base = LoadOptions(yarn_factor=factor, base_url=self.config.remote_base_url,
                                api_key=self.config.remote_api_key)
@@ -202,14 +219,56 @@ class Playground:
         return LoadOptions(**{**base.__dict__, **overrides}).validate()
 
     def admit(self, spec: ModelSpec, options: LoadOptions) -> None:
-        """The pool's last check before a load (hosted mode: catalog models, the host's server)."""
+        """The pool's check before every lease, whichever tab, event or endpoint asked (hosted
+        mode: catalog models, the host's server; the host's model unless visitors may switch;
+        a model the machine can hold)."""
         self.config.check_spec(spec, options.base_url, self.catalog)
+        if self.config.visitors_may_switch and not self.config.hosted:
+            return
+        host = self._host_model()
+        if host is not None and _same_model(spec, host) and options.yarn_factor == 1.0:
+            return  # the host's own choice: always served
+        if not self.config.visitors_may_switch:
+            shown = host.name if host is not None else self.start.ref
+            raise ModelNotServed(f"only the host of this playground can switch its model: it serves {shown} "
+                                 "with YaRN off (factor 1)")
+        problem = self.fit_problem(spec)
+        if problem is not None:
+            raise ModelNotServed(problem)
+
+    def fit_problem(self, spec: ModelSpec) -> str | None:
+        """Hosted mode: why the machine cannot hold ``spec`` (None: it can, or it is not hosted,
+        remote, or of unknown size)."""
+        if not self.config.hosted or spec.backend == "remote":
+            return None
+        key = (spec.source, spec.filename, spec.local_path)
+        if key not in self._sizes:
+            self._sizes[key] = checkpoint_size(spec)
+        return fit_problem(spec, self._sizes[key], self.host_memory(), self.pool.max_models)
+
+    def host_memory(self) -> HostMemory:
+        """Memory models may use: the host's ``QWEN3_PLAYGROUND_MEMORY_GB``, else the free memory
+        measured the first time it is asked (``start_up``, before the start model loads)."""
+        with self._memory_lock:
+            if self._memory is None:
+                measured = free_memory()
+                if self.config.memory_gb is not None:
+                    measured = HostMemory(int(self.config.memory_gb * GB), "set by the host", measured.native_fp8)
+                self._memory = measured
+            return self._memory
+
+    def _host_model(self) -> ModelSpec | None:
+        try:
+            return self.resolve(self.start.ref)
+        except PlaygroundError:
+            return None
 
     @contextmanager
     def lease(self, spec: ModelSpec, options: LoadOptions,
               progress: ProgressFn | None = None) -> Iterator[Backend]:
         """The pooled backend for (spec, options), loading it if needed; not evicted until the
         block ends."""
+        self.admit(spec, options.validate())  # before any work: a tiny model is built on first use
         with self.pool.lease(materialise(spec, progress), options, progress) as backend:
             yield backend
 
@@ -237,14 +296,26 @@ class Playground:
         return [name for name, preset in self.presets.items() if preset.mode == mode]
 
     def catalog_choices(self) -> list[tuple[str, str]]:
-        """(label, value) pairs for a model picker (hosted mode: everything it may load)."""
-        choices = [(f"{spec.name} — {spec.format}, {spec.params}" if spec.params else spec.name, spec.name)
-                   for spec in self.catalog]
+        """(label, value) pairs for a model picker (hosted mode: what a visitor may load: the
+        host's model alone, unless visitors may switch; then the models the machine can hold)."""
+        label = lambda spec: f"{spec.name} — {spec.format}, {spec.params}" if spec.params else spec.name  # noqa: E731
+        host = self._host_model()
+        if not self.config.visitors_may_switch:
+            return [(label(host) if host is not None and host.name == self.start.ref else self.start.ref,
+                     self.start.ref)]
+        choices = [(label(spec), spec.name) for spec in self.catalog
+                   if (host is not None and _same_model(spec, host)) or self.fit_problem(spec) is None]
         values = {value for _, value in choices}
-        extra = [ref for ref in self.config.allowed_models if ref not in values]
+        extra = [ref for ref in self.config.allowed_models if ref not in values and self._allowed_fits(ref)]
         if self.start.ref.startswith("remote:") and self.start.ref not in values | set(extra):
             extra.append(self.start.ref)  # the host's served model
         return choices + [(ref, ref) for ref in extra]
+
+    def _allowed_fits(self, ref: str) -> bool:
+        try:
+            return self.fit_problem(self.resolve(ref)) is None
+        except PlaygroundError:
+            return False
 
     # -- tools -----------------------------------------------------------------------------
     def toolbox(self, *, mcp: Mapping[str, ServerConfig] | None = None, code_interpreter: bool = False,
@@ -293,6 +364,32 @@ class Playground:
     def applies_thinking_budget(self, spec: ModelSpec) -> bool:
         """Whether ``spec``'s backend can cut the reasoning at a thinking budget (it continues a reply)."""
         return backend_class(spec.backend).continues_replies
+
+    def error_text(self, error: BaseException) -> str:
+        """What a user is shown of ``error`` (the one place errors are worded for visitors): its
+        line; in hosted mode what a stranger may read (``core.redact``: the error's ``public``
+        line, no server path, no URL of the host's server, no text of an unexpected exception,
+        which the host's log gets instead)."""
+        if not self.config.hosted:
+            return str(error) if isinstance(error, PlaygroundError) else f"unexpected error: {type(error).__name__}: {error}"
+        if not isinstance(error, PlaygroundError):
+            errors_log.error("unexpected error (a visitor was shown its type only)", exc_info=error)
+        return public_text(error, self._hidden_strings())
+
+    def describe(self, backend: Backend) -> ModelInfo:
+        """What a user is shown of a loaded model (``backend.describe()``); in hosted mode without
+        server paths or the host's server URL (``core.redact``), as :meth:`error_text` words errors."""
+        info = backend.describe()
+        if not self.config.hosted:
+            return info
+        hide = self._hidden_strings()
+        return replace(info, source=redact(info.source, hide), device=redact(info.device, hide),
+                       notes=[redact(note, hide) for note in info.notes],
+                       details=json.loads(redact(json.dumps(info.details, ensure_ascii=False), hide)))
+
+    def _hidden_strings(self) -> tuple[str, ...]:
+        url = self.config.remote_base_url or ""
+        return (url, urlsplit(url).netloc, urlsplit(url).hostname or "") if url else ()
 
     def visitor_id(self, raw: str | None) -> str:
         """An anonymous, stable id (``v-`` and 10 hex digits) for ``raw``, a Gradio session hash or
@@ -351,10 +448,35 @@ class Playground:
         return f"it offers: {', '.join(names)}" if names else "it offers no tools"
 
     def close(self) -> None:
-        """Stop what the playground started besides models (MCP servers)."""
+        """Stop what the playground started besides models (MCP servers), delete its exports."""
         self.tool_sources.close()
+        self.exports.close()
 
     # -- the chat request ------------------------------------------------------------------
+    def check_conversation(self, history: Sequence[Any], system_prompt: Any = None) -> list[dict[str, Any]]:
+        """The size limits (``AppConfig.check_conversation``) of one conversation, whatever asks
+        (a chat, each Compare column, an import): ``history`` in any shape (Gradio's messages with
+        their metadata, OpenAI's), with ``system_prompt``. Returns the history as plain data."""
+        history = plain_history(list(history or []))
+        self.config.check_conversation(history, strict_text(system_prompt, "system_prompt"))
+        return history
+
+    def read_chat(self, data: bytes | str) -> list[dict[str, Any]]:
+        """The messages of a chat file (``core.chat_io.parse``: its bytes, or its text) under the
+        size limits: the file's size (``AppConfig.check_upload``), then the conversation it holds."""
+        size = len(data) if isinstance(data, (bytes, bytearray)) else len(data.encode("utf-8", "surrogatepass"))
+        self.config.check_upload(size, "the chat file")
+        messages = chat_io.parse(data)
+        self.check_conversation(messages)
+        return messages
+
+    def check_comparison(self, comparison: Comparison) -> None:
+        """The size limits of a comparison (an imported one, or the next turn of one): its prompt
+        and system prompt are typed text; each column's conversation is a conversation."""
+        self.config.check_text(comparison.prompt, "the prompt")
+        for entry in comparison.entries:
+            self.check_conversation(entry.history, comparison.system_prompt)
+
     def request(self, history: Sequence[Any], *, model: str, yarn_factor: Any = 1.0,
                 settings: GenerationSettings | Mapping[str, Any] | None = None, thinking: bool = True,
                 system_prompt: str | None = None, backend: str | None = None,
@@ -369,10 +491,10 @@ class Playground:
         the model and mode). ``toolbox``: the tools the model may call (the tool loop runs them).
         ``loop_guard``: stop a reply that repeats itself (see :meth:`chat`).
         """
-        history = plain_history(list(history or []))
-        texts = [("system", system_prompt)] if system_prompt else []
-        texts += [(str(m["role"]), m["content"]) for m in history]
-        self.config.check_conversation(texts)
+        thinking = strict_bool(thinking, "thinking", default=True)
+        loop_guard = strict_bool(loop_guard, "loop_guard", default=True)
+        history = self.check_conversation(history, system_prompt)
+        system_prompt = strict_text(system_prompt, "system_prompt")
         spec = self.resolve(model, backend)
         options = options or self.load_options(spec, yarn_factor)
         if not isinstance(settings, GenerationSettings):
@@ -380,8 +502,8 @@ class Playground:
                 settings = self.default_settings(spec, thinking).with_values(**dict(settings or {}))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise InvalidSettings(f"a generation setting is not valid: {exc}") from None
-        return ChatRequest.build(spec, options, history, settings, bool(thinking), system_prompt, toolbox,
-                                 loop_guard=bool(loop_guard))
+        return ChatRequest.build(spec, options, history, settings, thinking, system_prompt, toolbox,
+                                 loop_guard=loop_guard)
 
     @staticmethod
     def loop_retry_settings(settings: GenerationSettings) -> tuple[GenerationSettings, dict[str, list[Any]]]:
@@ -408,7 +530,7 @@ class Playground:
         if request.loop_guard:
             stop = StopSignal(stop, tripped)
         with self.lease(request.spec, request.options, progress) as backend:
-            yield ModelReady(backend.describe(), time.perf_counter() - started)
+            yield ModelReady(self.describe(backend), time.perf_counter() - started)
 
             def generate(turn: ChatRequest) -> Iterator[ChatEvent]:
                 if self._stop_reaches_generation:
@@ -455,13 +577,14 @@ class Playground:
         except PlaygroundError as exc:
             if ready is None or not (reply.reasoning or reply.answer):  # nothing to keep: a plain error
                 raise
-            reply.stop_reason, reply.error = "error", str(exc)
+            reply.stop_reason, reply.error = "error", self.error_text(exc)
         assert ready is not None
         return ChatResult(ready.info.backend, request.spec.name, reply, ready.info, ready.load_s,
                           request.settings.seed, request)
 
 
-def _factor(value: Any) -> float:
+def yarn_factor_value(value: Any) -> float:
+    """A YaRN factor as typed or sent (empty: 1, off); anything else than a number is refused."""
     try:
         return float(value if value not in (None, "") else 1.0)
     except (TypeError, ValueError):
@@ -471,3 +594,8 @@ def _factor(value: Any) -> float:
 def _local_source(ref: str) -> str:
     """The source a local path ``ref`` was loaded under (``core.catalog.resolve_model``)."""
     return str(Path((ref or "").strip()).expanduser().resolve())
+
+
+def _same_model(spec: ModelSpec, other: ModelSpec) -> bool:
+    """The same checkpoint on the same backend (whatever name it was asked by)."""
+    return (spec.backend, spec.source, spec.filename) == (other.backend, other.source, other.filename)

@@ -93,7 +93,8 @@ class Warmup:
             if self.log:
                 self.log(f"could not load {self.ref}: {exc}; starting on {TINY_MODEL}")
             if self.ref != TINY_MODEL:
-                self.fallback = self.playground.fall_back(f"`{self.ref}` could not be loaded: {exc}.")
+                self.fallback = self.playground.fall_back(f"`{self.ref}` could not be loaded: "
+                                                          f"{self.playground.error_text(exc)}.")
                 try:
                     self.playground.load(TINY_MODEL, 1.0, self._progress)
                 except PlaygroundError as tiny_exc:

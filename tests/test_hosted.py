@@ -78,8 +78,10 @@ def hosted(tiny_bf16):
         made.append(name)
         return RecordingRemote() if name == "remote" else _default_factory(name)
 
+    # visitors may switch models here (the host's choice: tests/test_hosted_memory.py has the default),
+    # and the machine holds every catalog model
     config = AppConfig(hosted=True, max_models=2, max_message_chars=1000, remote_base_url=REMOTE_URL,
-                       remote_api_key_env=KEY_ENV)
+                       remote_api_key_env=KEY_ENV, visitors_switch_models=True, memory_gb=1000.0)
     pool = ModelPool(max_models=config.max_models, factory=factory)
     demo = build_test_app(pool, "tiny-bf16", config)
     server = UIServer(launch_in_process(demo), demo, pool)
@@ -342,7 +344,6 @@ def test_a_model_swap_never_interrupts_a_reply(client, hosted, monkeypatch):
     final = job.result(timeout=120)
     assert "hit max new tokens" in title(final[-1]) and not any(title(m) == "Error" for m in final)
     assert len(text(final[-2])) > 100  # the whole reply arrived
-    deadline = time.monotonic() + 5
-    while len(hosted.pool.loaded()) > 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(hosted.pool.loaded()) <= 2  # the budget holds once the reply is done
+    # the reply's lease ended before its last update was sent (Playground.chat's ``with lease``
+    # closes before stream_reply yields the figures): the budget holds now, no waiting
+    assert len(hosted.pool.loaded()) <= 2

@@ -89,6 +89,17 @@ def test_soft_switch_no_think_in_the_message(client):
     assert answers(final) == [ADD_ANSWER]
 
 
+def test_soft_switch_think_in_the_message(client):
+    """``/think`` ends the message: sent as typed, and the model thinks: the question's own reasoning
+    in the panel, then its answer (not an empty think block as with ``/no_think``)."""
+    final = chat_job(client, ADD_Q + " /think", thinking=True).result()
+    assert text(final[0]) == ADD_Q + " /think"
+    thought = final[1]
+    assert title(thought).startswith("Thought for") and thought["metadata"]["status"] == "done"
+    assert text(thought) == ADD_REASONING
+    assert answers(final) == [ADD_ANSWER]
+
+
 def test_a_reply_cut_off_while_reasoning_keeps_its_reasoning(client):
     final = chat_job(client, ADD_Q, thinking=True, max_new_tokens=4).result()
     thought = final[1]
@@ -306,12 +317,18 @@ def test_pool_shares_one_load_per_key_across_threads():
 
 
 def test_pool_failed_load_keeps_the_previous_model():
-    pool = ModelPool(max_models=1, factory=lambda name: FakeBackend())
+    pool = ModelPool(max_models=2, factory=lambda name: FakeBackend())
     good = pool.get(spec("a"))
     with pytest.raises(ModelNotFound):
         pool.get(spec("bad"))
-    assert len(pool.loaded()) == 1 and good.loaded
+    assert len(pool.loaded()) == 1 and good.loaded and pool.in_use == 1  # the failed load freed its slot
     assert pool.get(spec("a")) is good
+    # with one slot, the previous model makes room before the load (a hard cap): it loads again when next used
+    single = ModelPool(max_models=1, factory=lambda name: FakeBackend())
+    first = single.get(spec("a"))
+    with pytest.raises(ModelNotFound):
+        single.get(spec("bad"))
+    assert not first.loaded and single.loaded() == [] and single.get(spec("a")).loaded
 
 
 def test_pool_evicts_the_least_recently_used_idle_model():

@@ -13,7 +13,9 @@ from typing import Any
 
 import gradio as gr
 
+from core.errors import PlaygroundError
 from core.settings import SCHEMA
+from core.values import check_depth, strict_bool
 from playground import Playground
 
 _KIND = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -34,7 +36,7 @@ def with_settings(fn: Callable[..., Any], head: list[inspect.Parameter], tail: l
     def split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        values = dict(bound.arguments)
+        values = strict_values(signature, dict(bound.arguments))
         settings = {key: values.pop(key) for key in names}
         return {**values, "settings": settings}
 
@@ -50,6 +52,23 @@ def with_settings(fn: Callable[..., Any], head: list[inspect.Parameter], tail: l
     endpoint.__name__ = endpoint.__qualname__ = name
     endpoint.__doc__ = doc
     return endpoint
+
+
+def strict_values(signature: inspect.Signature, values: dict[str, Any]) -> dict[str, Any]:
+    """An API call's values, parsed strictly before anything reads them (``core.values``): a
+    ``bool`` parameter takes a JSON boolean only (``"false"`` is refused, not true), and no
+    value is nested deeper than ``MAX_DEPTH``; ``gr.Error`` names the parameter."""
+    try:
+        for name, value in values.items():
+            annotation = signature.parameters[name].annotation
+            if annotation is bool:
+                default = signature.parameters[name].default
+                values[name] = strict_bool(value, name, default if isinstance(default, bool) else None)
+            elif isinstance(value, (list, tuple, dict)):
+                check_depth(value, name)
+    except PlaygroundError as exc:
+        raise gr.Error(str(exc)) from None
+    return values
 
 
 def visitor_of(playground: Playground, request: gr.Request | None) -> str | None:

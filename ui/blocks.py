@@ -38,6 +38,8 @@ from ui.settings_panel import build_settings_panel, wire_settings_panel
 from ui.tools_panel import build_tools_panel, wire_tools_panel
 
 TITLE = "Qwen3 Playground"
+# hosted mode: every 10 minutes Gradio deletes the uploads and exported files it keeps that are over an hour old
+HOSTED_CACHE_S = (600, 3600)
 
 
 def build_app(playground: Playground | None = None) -> gr.Blocks:
@@ -51,7 +53,7 @@ def build_app(playground: Playground | None = None) -> gr.Blocks:
     start = playground.start
     start_spec = playground.resolve(start.ref)
 
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=HOSTED_CACHE_S if playground.config.hosted else None) as demo:
         gr.Markdown(f"## {TITLE}")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
@@ -98,8 +100,8 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
                                          show_progress="minimal"))
     # Stop cancels the reply (Gradio closes its generator, which stops the generation), then
     # marks what was cut short; in this order, no late streamed update overwrites the mark
-    chat.stop.click(halt, None, None, cancels=replies, queue=False, api_visibility="private",
-                    show_progress="hidden").then(
+    halted = chat.stop.click(halt, None, None, cancels=replies, queue=False, api_visibility="private",
+                             show_progress="hidden").then(
         stopped, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="private", show_progress="hidden")
     # a tool call waiting for the user: its Run / Skip options (the reply goes on streaming)
     chat.chatbot.option_select(decide, None, None, queue=False, api_visibility="private", show_progress="hidden")
@@ -108,8 +110,8 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
     gr.api(chat_api, api_name="chat")
     gr.api(regenerate_api, api_name="regenerate")
     gr.api(chat_json_api, api_name="chat_json")
-    chat.clear.click(clear, None, [chat.chatbot, chat.message], queue=False, api_visibility="private",
-                     show_progress="hidden")
+    cleared = chat.clear.click(clear, None, [chat.chatbot, chat.message], queue=False, api_visibility="private",
+                               show_progress="hidden")
 
     # model: Load button -> load_model (the API endpoint) -> the new model's thinking mode / preset
     load_outputs = [models.model, models.yarn_factor, models.current, models.status, models.info]
@@ -138,11 +140,13 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
                   show_progress="hidden")
 
     wire_settings_panel(playground, settings, models.model)
-    # the start model's background load, with its progress (no concurrency limit: it only waits)
+    # the start model's background load, with its progress; then the session's model through the
+    # pool like any load (its rules and budget): limited like every other event, as a visitor can
+    # send this one by hand too
     demo.load(make_page_start(playground), [models.model, models.yarn_factor],
               [models.status, models.info, models.model, models.current], api_visibility="private",
-              show_progress_on=[models.status], concurrency_limit=None)
-    wire_persistence(demo, chat, models.model)
+              show_progress_on=[models.status], concurrency_limit="default")
+    wire_persistence(demo, chat, models.model, ends=[*replies, halted, cleared], playground=playground)  # each ends with a final save
 
     def presets() -> dict[str, Any]:
         """Every sampling preset: mode, description and values."""

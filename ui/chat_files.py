@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,9 @@ import gradio as gr
 
 from core import chat_io
 from core.errors import PlaygroundError
+from core.values import check_depth, strict_text
+from playground import Playground
+from playground.exports import ExportFolder
 from ui.formatting import close_reply
 
 History = list[Any]
@@ -25,18 +28,33 @@ History = list[Any]
 # the streamed updates of a reply, and a chat's initial empty value can overwrite the stored
 # chat before it is read back.) A timer copies the chat while a reply streams: the browser
 # itself does it, no request reaches the server; a copy is written only when the chat changed.
+# Change events are not enough for a reply's end (a reload right after it lost the final update):
+# every event that ends a reply (or changes the chat: Stop, Clear, Import) ends with a final save,
+# and only then does the page say so: ``SAVED_ATTRIBUTE`` on <body> counts the final saves.
 STORAGE_KEY = "qwen3-playground-chat"
 AUTOSAVE_S = 1.0
-SAVE_JS = f"""(history) => {{
+SAVED_ATTRIBUTE = "data-chat-saved"  # on <body>: final saves so far (the chat is in localStorage)
+
+
+def _save_js(final: bool) -> str:
+    """The browser-side save of the chat; ``final``: always write, then count it in ``SAVED_ATTRIBUTE``."""
+    changed = "true" if final else "text !== window.__qwen3ChatSaved"
+    counted = (f"document.body.setAttribute(\"{SAVED_ATTRIBUTE}\", "
+               f"String(Number(document.body.getAttribute(\"{SAVED_ATTRIBUTE}\") || 0) + 1));") if final else ""
+    return f"""(history) => {{
   if (window.__qwen3ChatRestored) {{
     const text = JSON.stringify(history ?? []);
-    if (text !== window.__qwen3ChatSaved) {{
-      try {{ localStorage.setItem("{STORAGE_KEY}", text); window.__qwen3ChatSaved = text; }}
+    if ({changed}) {{
+      try {{ localStorage.setItem("{STORAGE_KEY}", text); window.__qwen3ChatSaved = text; {counted} }}
       catch (error) {{ console.error("could not keep the chat in localStorage", error); }}
     }}
   }}
   return [];
 }}"""
+
+
+SAVE_JS = _save_js(final=False)  # on change and on the timer, while a reply streams
+SAVE_FINAL_JS = _save_js(final=True)  # at the end of every reply: the chat as it ended
 READ_JS = f"""(history) => {{
   let saved = [];
   try {{ saved = JSON.parse(localStorage.getItem("{STORAGE_KEY}") || "[]"); }}
@@ -56,41 +74,48 @@ def restore(saved: Any) -> History:
     return close_reply(history, "interrupted")
 
 
-def export_chat(history: History, model: str = "") -> tuple[gr.File, gr.File]:
-    """The chat as a JSON file and a Markdown file (the Markdown imports back too)."""
+def export_chat(history: History, model: str = "", exports: ExportFolder | None = None) -> tuple[gr.File, gr.File]:
+    """The chat as a JSON file and a Markdown file (the Markdown imports back too), written to
+    ``exports`` (the app's bounded export folder; None: a folder of their own, outside an app)."""
     if not history:
         raise gr.Error("Nothing to export yet: the chat is empty.")
-    folder = Path(tempfile.mkdtemp(prefix="qwen3-chat-"))
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
-    json_path, md_path = folder / f"chat-{stamp}.json", folder / f"chat-{stamp}.md"
     try:
-        json_path.write_text(chat_io.to_json(history, model or None), encoding="utf-8")
-        md_path.write_text(chat_io.to_markdown(history, model or None), encoding="utf-8")
+        texts = {f"chat-{stamp}.json": chat_io.to_json(history, model or None),
+                 f"chat-{stamp}.md": chat_io.to_markdown(history, model or None)}
     except PlaygroundError as exc:
         raise gr.Error(f"Could not export the chat: {exc}") from None
+    json_path, md_path = (exports or ExportFolder()).write(texts)
     return gr.File(str(json_path), visible=True), gr.File(str(md_path), visible=True)
 
 
-def import_chat(path: str | None, history: History = None) -> History:
+def import_chat(path: str | None, history: History = None, playground: Playground | None = None) -> History:
     """Replace the chat with an exported one (JSON or Markdown). A file that is not a chat
-    (invalid UTF-8, malformed JSON...) is refused with the reason; the current chat stays."""
+    (invalid UTF-8, malformed JSON...), or over ``playground``'s size limits
+    (``Playground.read_chat``), is refused with the reason; the current chat stays."""
     if not path:
         raise gr.Error("Choose a chat file (.json or .md) to import.")
+    name = Path(path).name
     try:
+        if playground is not None:
+            playground.config.check_upload(Path(path).stat().st_size, "the chat file")  # unread
         data = Path(path).read_bytes()
-    except OSError as exc:
-        raise gr.Error(f"Could not read the file: {exc}") from None
-    try:
-        imported = chat_io.parse(data)
+        imported = playground.read_chat(data) if playground is not None else chat_io.parse(data)
+    except OSError:
+        raise gr.Error(f"Could not read {name}. The current chat is unchanged.") from None
     except PlaygroundError as exc:
-        raise gr.Error(f"Could not import {Path(path).name}: {exc}. The current chat is unchanged.") from None
-    gr.Info(f"Imported {len(imported)} messages from {Path(path).name}.")
+        reason = playground.error_text(exc) if playground is not None else str(exc)
+        raise gr.Error(f"Could not import {name}: {reason}. The current chat is unchanged.") from None
+    gr.Info(f"Imported {len(imported)} messages from {name}.")
     return imported
 
 
-def wire_persistence(demo: gr.Blocks, chat: Any, model: gr.components.Component) -> None:
+def wire_persistence(demo: gr.Blocks, chat: Any, model: gr.components.Component, ends: Sequence[Any] = (),
+                     playground: Playground | None = None) -> None:
     """Reload keeps the chat (the browser's localStorage), export / import (also
-    ``/chat_export`` and ``/chat_import`` in the API)."""
+    ``/chat_export`` and ``/chat_import`` in the API). ``ends``: the events (``Dependency``)
+    that end a reply or change the chat (send, Regenerate, Stop, Clear...): each is followed by
+    a final save, whatever its outcome (``.then``), which the page then counts (``SAVED_ATTRIBUTE``)."""
     # the page (re)opens: the kept chat goes through ``restore`` (checked, a cut reply marked);
     # only then does saving start, so the empty chat of a fresh page never overwrites it
     demo.load(restore, [chat.chatbot], [chat.chatbot], js=READ_JS, queue=False, api_visibility="private",
@@ -100,42 +125,66 @@ def wire_persistence(demo: gr.Blocks, chat: Any, model: gr.components.Component)
                         show_progress="hidden")
     chat.autosave.tick(None, [chat.chatbot], None, js=SAVE_JS, queue=False, api_visibility="private",
                        show_progress="hidden")
-    chat.export.click(export_chat, [chat.chatbot, model], [chat.json_file, chat.markdown_file],
+    playground = playground or Playground()
+
+    def export_ui(history: History, model: str = "") -> tuple[gr.File, gr.File]:
+        return export_chat(history, model, playground.exports)
+
+    def import_ui(path: str | None, history: History = None) -> History:
+        return import_chat(path, history, playground)
+
+    chat.export.click(export_ui, [chat.chatbot, model], [chat.json_file, chat.markdown_file],
                       api_visibility="private", show_progress="hidden")
-    chat.import_file.upload(import_chat, [chat.import_file, chat.chatbot], [chat.chatbot],
-                            api_visibility="private", show_progress="hidden")
+    imported = chat.import_file.upload(import_ui, [chat.import_file, chat.chatbot], [chat.chatbot],
+                                       api_visibility="private", show_progress="hidden")
+    for end in (*ends, imported):
+        end.then(None, [chat.chatbot], None, js=SAVE_FINAL_JS, queue=False, api_visibility="private",
+                 show_progress="hidden")
     # the same for API clients, with plain JSON messages (as /chat returns them) and text
+    chat_export_api, chat_import_api = make_file_api(playground)
     gr.api(chat_export_api, api_name="chat_export")
     gr.api(chat_import_api, api_name="chat_import")
 
 
-def chat_export_api(history: list[dict], model: str = "", format: str = "json") -> str:
-    """The chat (OpenAI-style messages, as /chat returns them) as the text of an export file:
-    format "json" or "markdown" (a Markdown export imports back too)."""
-    if not history:
-        raise gr.Error("Nothing to export yet: the chat is empty.")
-    if format not in ("json", "markdown"):
-        raise gr.Error(f"format must be 'json' or 'markdown', got {format!r}")
-    try:
-        if format == "json":
-            return chat_io.to_json(history, model or None)
-        return chat_io.to_markdown(history, model or None)
-    except PlaygroundError as exc:
-        raise gr.Error(f"Could not export the chat: {exc}") from None
+def make_file_api(playground: Playground):
+    """The ``/chat_export`` and ``/chat_import`` endpoints, under ``playground``'s size limits."""
 
-
-def chat_import_api(data: str, history: list[dict] | None = None) -> list[dict]:
-    """The messages of an export file: ``data`` is the file's text, or its raw bytes as a data
-    URL (``data:application/octet-stream;base64,...``). A file that is not a chat raises an
-    error that says why (the caller's current ``history`` is returned by nothing: keep it)."""
-    raw: bytes | str = data or ""
-    if isinstance(raw, str) and raw.startswith("data:") and ";base64," in raw[:200]:
+    def chat_export(history: list[dict], model: str = "", format: str = "json") -> str:
+        """The chat (OpenAI-style messages, as /chat returns them) as the text of an export file:
+        format "json" or "markdown" (a Markdown export imports back too)."""
+        if not history:
+            raise gr.Error("Nothing to export yet: the chat is empty.")
+        if format not in ("json", "markdown"):
+            raise gr.Error(f"format must be 'json' or 'markdown', got {str(format)[:40]!r}")
         try:
-            raw = base64.b64decode(raw.split(",", 1)[1], validate=True)
-        except (binascii.Error, ValueError):
-            raise gr.Error("Could not import the chat: the data URL is not valid base64. "
+            check_depth(history, "history")
+            text = chat_io.to_json(history, model or None) if format == "json" else \
+                chat_io.to_markdown(history, model or None)
+            playground.config.check_upload(len(text.encode("utf-8")), "the export")  # it must import back
+            return text
+        except PlaygroundError as exc:
+            raise gr.Error(f"Could not export the chat: {playground.error_text(exc)}") from None
+
+    def chat_import(data: str, history: list[dict] | None = None) -> list[dict]:
+        """The messages of an export file: ``data`` is the file's text, or its raw bytes as a data
+        URL (``data:application/octet-stream;base64,...``). A file that is not a chat raises an
+        error that says why (the caller's current ``history`` is returned by nothing: keep it)."""
+        try:
+            raw: bytes | str = strict_text(data, "data")
+            playground.config.check_upload(len(raw.encode("utf-8", "surrogatepass")), "the chat file")
+        except PlaygroundError as exc:
+            raise gr.Error(f"Could not import the chat: {playground.error_text(exc)}. "
                            "The current chat is unchanged.") from None
-    try:
-        return chat_io.parse(raw)
-    except PlaygroundError as exc:
-        raise gr.Error(f"Could not import the chat: {exc}. The current chat is unchanged.") from None
+        if raw.startswith("data:") and ";base64," in raw[:200]:
+            try:
+                raw = base64.b64decode(raw.split(",", 1)[1], validate=True)
+            except (binascii.Error, ValueError):
+                raise gr.Error("Could not import the chat: the data URL is not valid base64. "
+                               "The current chat is unchanged.") from None
+        try:
+            return playground.read_chat(raw)
+        except PlaygroundError as exc:
+            raise gr.Error(f"Could not import the chat: {playground.error_text(exc)}. "
+                           "The current chat is unchanged.") from None
+
+    return chat_export, chat_import

@@ -127,7 +127,7 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
         shown = view.shown_any
         if shown:
             view.close()
-        message = str(exc) if isinstance(exc, PlaygroundError) else f"unexpected error: {type(exc).__name__}: {exc}"
+        message = playground.error_text(exc)
         gr.Warning(message)
         history.append(error_message(message + (CUT_SHORT if shown else ""), reply_id))
         yield history
@@ -169,7 +169,7 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
         with live.start(session) as control:
             yield from stream_reply(playground, history, system_prompt, thinking, settings, model, yarn_factor,
                                     progress, tools, control, visitor_of(playground, request), can_ask=not api,
-                                    loop_guard=loop_guard is not False)
+                                    loop_guard=loop_guard)
 
     def incoming(history: list[dict] | None) -> History:
         """An API client's history, checked and in today's shape (an older export's notes get ids)."""
@@ -182,7 +182,10 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
     def chat(message: str, history: list[dict] | None, system_prompt: str, thinking: bool,
              settings: dict[str, Any], model: str, yarn_factor: float, tools: dict | None = None,
              loop_guard: bool = True, request: gr.Request | None = None) -> Iterator[list[dict]]:
-        text = content_text(message)
+        try:
+            text = content_text(message)
+        except PlaygroundError as exc:
+            raise gr.Error(f"message: {exc}") from None
         history = incoming(history)
         if not text.strip():
             gr.Warning("Type a message first.")
@@ -195,6 +198,12 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
             yield [*history, error_message(exc, new_reply_id())]
             return
         history = [*history, user_message(text)]
+        try:  # the whole conversation too, before the first update echoes it
+            playground.check_conversation(history, system_prompt)
+        except PlaygroundError as exc:
+            gr.Warning(playground.error_text(exc))
+            yield [*history, error_message(playground.error_text(exc), new_reply_id())]
+            return
         yield history
         yield from answer(history, system_prompt, thinking, settings, model, yarn_factor, tools, request, api=True,
                           loop_guard=loop_guard)
@@ -216,13 +225,14 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
         try:
             playground.config.check_message(content_text(message))
             history = [*incoming(history), user_message(content_text(message))]
+            playground.check_conversation(history, system_prompt)  # before the tools' servers start
             toolbox = playground.toolbox_for(tools, visitor_of(playground, request))  # calls run: nobody to ask
             chat_request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
                                               thinking=thinking, system_prompt=system_prompt, toolbox=toolbox,
-                                              loop_guard=loop_guard is not False)
+                                              loop_guard=loop_guard)
             return playground.reply(chat_request).to_dict()
         except PlaygroundError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(playground.error_text(exc)) from None
 
     head = [param("history", list[dict] | None, None), param("system_prompt", str, ""),
             param("thinking", bool, True)]

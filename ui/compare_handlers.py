@@ -3,10 +3,10 @@
 The runner (``playground.compare``) does the work; models come from the playground's shared
 pool (``Playground.lease``), so the comparison and the chat share
 loaded models. One after another (the default), each entry is leased in turn: with fewer pool
-slots (``--max-models``) than entries, the least recently used idle model is unloaded when the
-next one has loaded, so memory holds at most two models at once and the table's load time shows
-every reload. At the same time, every entry is leased together: the pool holds them all while
-they run (above its cap) and trims back to ``--max-models`` afterwards.
+slots (``--max-models``) than entries, the least recently used idle model is unloaded before the
+next one loads, and the table's load time shows every reload. At the same time, every entry is
+leased together, so it needs a slot per different entry: with fewer, the entries run one after
+another and the status says why (``playground.compare.concurrency_plan``).
 
 Tools: a run takes a tool selection (``ToolSelection.from_value``: the API's ``tools`` parameter,
 else the chat tab's tools panel) and every entry runs its own tool loop with one toolbox; calls
@@ -14,8 +14,8 @@ run automatically ("ask before each call" is the chat's, not the comparison's).
 """
 from __future__ import annotations
 
-import json
-import tempfile
+import copy
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +24,17 @@ from typing import Any
 import gradio as gr
 
 from core.compare import Comparison
+from core.compare_io import parse_comparison
 from core.errors import PlaygroundError
 from core.events import AnswerDelta
 from core.presets import default_preset_name
 from core.request import LoadOptions
+from core.settings import SCHEMA_BY_NAME
 from core.texts import TEXTS, scoring_text
 from core.tools import Toolbox
+from core.values import check_depth, strict_bool, strict_text
 from playground import Playground
-from playground.compare import EntrySpec, collect, new_comparison, run_comparison
+from playground.compare import EntrySpec, collect, concurrency_plan, new_comparison, run_comparison
 from playground.tools.selection import ToolSelection
 from ui.api import visitor_of
 from ui.compare_view import (FINISHED, LOADING, MAX_ENTRIES, RUNNING, WAITING, chart_data, column_messages,
@@ -77,10 +80,13 @@ def picked_entries(playground: Playground, slots: list[tuple[str | None, float |
         if not model:
             continue
         try:
+            playground.config.check_text(model, f"entry {len(entries) + 1}'s model name")
             factor = float(factor if factor not in (None, "") else 1.0)
             options = entry_options(playground, model, factor)
-        except (PlaygroundError, TypeError, ValueError) as exc:
-            raise gr.Error(f"{model}: {exc}") from None
+        except PlaygroundError as exc:
+            raise gr.Error(f"{model}: {playground.error_text(exc)}") from None
+        except (TypeError, ValueError):
+            raise gr.Error(f"{model}: the YaRN factor must be a number") from None
         label = f"{len(entries) + 1}. {model}" + (f" (YaRN ×{factor:g})" if factor != 1.0 else "")
         entries.append(EntrySpec(model, None, options, label))
     if not 2 <= len(entries) <= MAX_ENTRIES:
@@ -89,9 +95,12 @@ def picked_entries(playground: Playground, slots: list[tuple[str | None, float |
 
 
 def comparison_entries(playground: Playground, comparison: Comparison) -> list[EntrySpec]:
-    """The entries a comparison was made with (a follow-up continues them, whatever is picked)."""
-    return [EntrySpec(e.model, e.backend or None, entry_options(playground, e.model, float(e.yarn_factor or 1.0)),
-                      e.label) for e in comparison.entries]
+    """The entries a comparison was made with (a follow-up continues them, whatever is picked).
+    In hosted mode an entry's recorded backend (an imported file's choice) is ignored: the
+    catalog's rules decide how each model runs."""
+    return [EntrySpec(e.model, None if playground.config.hosted else e.backend or None,
+                      entry_options(playground, e.model, float(e.yarn_factor or 1.0)), e.label)
+            for e in comparison.entries]
 
 
 def _quantized(playground: Playground, entries: list[EntrySpec]) -> bool:
@@ -116,12 +125,37 @@ def tools_note(selection: Any = None, comparison: Comparison | None = None) -> A
                 f"entry). {AUTOMATIC_CALLS}")
         return gr.Markdown(text, visible=True)
     try:
+        check_depth(selection, "tools")
         chosen = ToolSelection.from_value(selection)
     except PlaygroundError:  # the run says what is wrong
         chosen = ToolSelection()
     if chosen.empty:
         return gr.Markdown("", visible=False)
     return gr.Markdown(f"**Tools are on.** {AUTOMATIC_CALLS}", visible=True)
+
+
+def turn_values(playground: Playground, prompt: Any, system_prompt: Any, thinking: Any, concurrent: Any,
+                loop_guard: Any, tools: Any) -> tuple[str, str, bool, bool, bool]:
+    """A run's values from the page or an API call, parsed strictly (``core.values``: ``"false"``
+    is not a bool) and within the size limits: (prompt, system_prompt, thinking, concurrent,
+    loop_guard). ``gr.Error`` names what is wrong."""
+    try:
+        check_depth(tools, "tools")
+        prompt, system_prompt = strict_text(prompt, "prompt"), strict_text(system_prompt, "system_prompt")
+        playground.config.check_text(prompt, "the prompt")
+        playground.config.check_text(system_prompt, "the system prompt")
+        return (prompt, system_prompt, strict_bool(thinking, "thinking", True),
+                strict_bool(concurrent, "concurrent", False), strict_bool(loop_guard, "loop_guard", True))
+    except PlaygroundError as exc:
+        raise gr.Error(playground.error_text(exc)) from None
+
+
+def setting_value(name: str, value: Any) -> Any:
+    """A generation setting from the page or an API call, by the settings schema (strict)."""
+    try:
+        return SCHEMA_BY_NAME[name].coerce(value)
+    except PlaygroundError as exc:
+        raise gr.Error(str(exc)) from None
 
 
 def make_compare_handlers(playground: Playground):
@@ -132,16 +166,26 @@ def make_compare_handlers(playground: Playground):
             message = str(exc)  # ToolSelection's own messages start "tools: "
             raise gr.Error(f"Tools: {message.removeprefix('tools: ')}") from None
 
+    def check_next_turn(comparison: Comparison, prompt: str, system_prompt: str) -> None:
+        """Every column's conversation with ``prompt`` added, under the size limits, before the
+        comparison changes or anything runs."""
+        trial = copy.deepcopy(comparison)
+        try:
+            for history in trial.start_turn(prompt):
+                playground.check_conversation(history, system_prompt)
+        except PlaygroundError as exc:
+            raise gr.Error(playground.error_text(exc)) from None
+
     def settings_for(entries: list[EntrySpec], thinking: bool, preset: str | None, seed: Any,
                      max_new_tokens: Any, thinking_budget: Any = 0):
         name = preset if preset and preset != AUTO_PRESET else default_preset_name(bool(thinking), _quantized(playground, entries))
-        if name not in playground.presets:
-            raise gr.Error(f"unknown preset {name!r}; available: {AUTO_PRESET}, {', '.join(playground.presets)}")
-        changes: dict[str, Any] = {"seed": None if seed in (None, "") or float(seed) < 0 else int(seed)}
+        if not isinstance(name, str) or name not in playground.presets:
+            raise gr.Error(f"unknown preset {str(name)[:64]!r}; available: {AUTO_PRESET}, {', '.join(playground.presets)}")
+        changes: dict[str, Any] = {"seed": setting_value("seed", seed)}
         if max_new_tokens not in (None, "", 0):
-            changes["max_new_tokens"] = int(max_new_tokens)
+            changes["max_new_tokens"] = setting_value("max_new_tokens", max_new_tokens)
         if thinking_budget not in (None, ""):
-            changes["thinking_budget"] = int(thinking_budget)
+            changes["thinking_budget"] = setting_value("thinking_budget", thinking_budget)
         try:
             return playground.presets[name].settings.with_updates(**changes).validate(bool(thinking))
         except PlaygroundError as exc:
@@ -155,10 +199,11 @@ def make_compare_handlers(playground: Playground):
         comparison.settings, comparison.thinking = settings.to_dict(), bool(thinking)
         comparison.system_prompt = system_prompt or ""
         count = len(entries)
+        concurrent, plan_note = concurrency_plan(playground, entries, bool(concurrent))  # the pool's budget
         phases = [LOADING if concurrent or i == 0 else WAITING for i in range(count)]
         loaded_at: dict[int, float] = {}
         thought_s: dict[int, float] = {}
-        mode = "at the same time" if concurrent else "one after another"
+        mode = plan_note or ("at the same time" if concurrent else "one after another")
         if comparison.uses_tools:
             mode += " with tools (calls run automatically)"
         started = time.perf_counter()
@@ -195,12 +240,15 @@ def make_compare_handlers(playground: Playground):
                 loop_guard: bool = True, panel_tools: Any = None, request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
         """A new comparison: ``prompt`` on 2-4 entries (model + YaRN factor; empty model = unused).
         ``tools``: a tool selection (the API's; else ``panel_tools``, the chat's tools panel)."""
+        prompt, system_prompt, thinking, concurrent, loop_guard = turn_values(
+            playground, prompt, system_prompt, thinking, concurrent, loop_guard, tools)
         entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
-        if not (prompt or "").strip():
+        if not prompt.strip():
             raise gr.Error("Type a prompt first.")
         settings = settings_for(entries, thinking, preset, seed, max_new_tokens, thinking_budget)
+        fresh = new_comparison(entries, prompt, settings, thinking, system_prompt)
+        check_next_turn(fresh, prompt, system_prompt)
         toolbox = toolbox_of(chosen_tools(tools, panel_tools), request)
-        fresh = new_comparison(entries, prompt, settings, bool(thinking), system_prompt or "")
         yield from run_turn(fresh, entries, prompt, settings, thinking, system_prompt, concurrent, toolbox,
                             loop_guard)
 
@@ -210,10 +258,13 @@ def make_compare_handlers(playground: Playground):
                   loop_guard: bool = True, panel_tools: Any = None, request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
         """Send ``prompt`` to every column's own conversation (the session's comparison's entries),
         with this turn's tools (as for :func:`compare`)."""
+        prompt, system_prompt, thinking, concurrent, loop_guard = turn_values(
+            playground, prompt, system_prompt, thinking, concurrent, loop_guard, tools)
         if comparison is None or not comparison.entries:
             raise gr.Error("Start a comparison first (Compare), then follow up.")
-        if not (prompt or "").strip():
+        if not prompt.strip():
             raise gr.Error("Type a follow-up message first.")
+        check_next_turn(comparison, prompt, system_prompt)
         entries = comparison_entries(playground, comparison)
         settings = settings_for(entries, thinking, preset, seed, max_new_tokens, thinking_budget)
         toolbox = toolbox_of(chosen_tools(tools, panel_tools), request)
@@ -234,12 +285,16 @@ def make_compare_handlers(playground: Playground):
                    comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
         """Perplexity of a text (``pasted``, else a shipped one named ``text``) on every entry, into
         the table. The session's comparison gets it if it has these entries; otherwise a new one."""
-        entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
-        name = "pasted text" if (pasted or "").strip() else text
         try:
-            body = scoring_text(pasted if (pasted or "").strip() else text)
+            text, pasted = strict_text(text, "text", "tiny-script"), strict_text(pasted, "pasted")
+            scored = pasted if pasted.strip() else text
+            if scored not in TEXTS:  # the visitor's own text (pasted, or sent as the text's name)
+                playground.config.check_text(scored, "the pasted text")
+            body = scoring_text(scored)
         except PlaygroundError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(playground.error_text(exc)) from None
+        name = "pasted text" if scored not in TEXTS else scored
+        entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
         same = comparison is not None and [(e.model, e.options.yarn_factor) for e in comparison_entries(playground, comparison)] \
             == [(e.model, e.options.yarn_factor) for e in entries]
         if not same:
@@ -248,21 +303,20 @@ def make_compare_handlers(playground: Playground):
             yield render(comparison, f"Scoring {name} on {result.label} ({index + 1} of {len(entries)})…")
             try:
                 with playground.lease(playground.resolve(entry.model, entry.backend), entry.options) as backend:
-                    result.info = result.info or backend.describe().to_dict()
+                    result.info = result.info or playground.describe(backend).to_dict()
                     result.perplexity = {**backend.perplexity(body).to_dict(), "text": name}
             except PlaygroundError as exc:
-                result.error = result.error or f"perplexity: {exc}"
+                result.error = result.error or f"perplexity: {playground.error_text(exc)}"
         yield render(comparison, f"Perplexity of {name} on every entry (lower = the text is more expected).")
 
     def export(comparison: Comparison | None) -> tuple[str, str]:
         """The session's comparison as a JSON file and a Markdown file."""
         if comparison is None:
             raise gr.Error("Nothing to export yet: run a comparison first.")
-        folder = Path(tempfile.mkdtemp(prefix="qwen3-compare-"))
-        stamp = (comparison.created or time.strftime("%Y-%m-%dT%H:%M:%S"))[:19].replace(":", "-")
-        json_path, md_path = folder / f"comparison-{stamp}.json", folder / f"comparison-{stamp}.md"
-        json_path.write_text(comparison.to_json(), encoding="utf-8")
-        md_path.write_text(comparison.to_markdown(), encoding="utf-8")
+        # ``created`` may come from an imported file: only its date and time go into the names
+        stamp = re.sub(r"[^0-9T-]", "-", (comparison.created or time.strftime("%Y-%m-%dT%H:%M:%S"))[:19])
+        json_path, md_path = playground.exports.write({f"comparison-{stamp}.json": comparison.to_json(),
+                                                       f"comparison-{stamp}.md": comparison.to_markdown()})
         return str(json_path), str(md_path)
 
     def import_json(path: str | None) -> tuple[Any, ...]:
@@ -270,11 +324,20 @@ def make_compare_handlers(playground: Playground):
         if not path:
             raise gr.Error("Choose a JSON export to import.")
         try:
-            comparison = Comparison.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError: a ValueError
-            raise gr.Error(f"Not a comparison export: {type(exc).__name__}: {exc}") from None
-        if not 1 <= len(comparison.entries) <= MAX_ENTRIES:
-            raise gr.Error(f"A comparison has 1 to {MAX_ENTRIES} entries; this one has {len(comparison.entries)}.")
+            playground.config.check_upload(Path(path).stat().st_size, "the comparison file")  # unread
+            data = Path(path).read_bytes()
+        except OSError:
+            raise gr.Error("Could not read the comparison file.") from None
+        except PlaygroundError as exc:
+            raise gr.Error(f"Could not import the comparison: {playground.error_text(exc)}") from None
+        try:
+            comparison = parse_comparison(data, MAX_ENTRIES)
+        except PlaygroundError as exc:
+            raise gr.Error(f"Not a comparison export: {playground.error_text(exc)}") from None
+        try:
+            playground.check_comparison(comparison)
+        except PlaygroundError as exc:
+            raise gr.Error(f"Could not import the comparison: {playground.error_text(exc)}") from None
         pickers = []
         for index in range(MAX_ENTRIES):
             entry = comparison.entries[index] if index < len(comparison.entries) else None

@@ -32,9 +32,10 @@ from ui.compare_view import MAX_ENTRIES, TABLE_HEADERS
 from playground import Playground
 from ui.formatting import THINKING_INFO
 
-POOL_NOTE = ("Models come from the same pool as the chat (at most {slots} kept loaded, `--max-models`). "
-             "One after another, each entry loads when its turn comes and an idle model is unloaded to make "
-             "room, so load times show in the table; at the same time, all entries are in memory together.")
+POOL_NOTE = ("Models come from the same pool as the chat (at most {slots} loaded at once, `--max-models`). "
+             "One after another, each entry loads when its turn comes and an idle model is unloaded first to "
+             "make room, so load times show in the table; at the same time, every different entry is in memory "
+             "together: more than {slots} run one after another instead (the status says so).")
 
 
 @dataclass

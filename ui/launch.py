@@ -23,10 +23,19 @@ from playground import Playground
 DEFAULT_CONCURRENCY = 8  # requests served at once: local models queue per model, remote replies run together
 
 
+def sharing(args: argparse.Namespace) -> tuple[bool, bool]:
+    """(share a public link, that forces hosted mode): ``--share`` is a link for strangers, so it
+    turns hosted mode on; only ``--share-with-local-access`` shares without it."""
+    local_access = bool(getattr(args, "share_with_local_access", False))
+    share = bool(getattr(args, "share", False)) or local_access
+    return share, share and not local_access
+
+
 def app_config(args: argparse.Namespace) -> AppConfig:
     """The environment's configuration (``QWEN3_PLAYGROUND_*``, hosted on Spaces), with the
-    command line's flags on top."""
-    return AppConfig.from_env(hosted=True if getattr(args, "hosted", False) else None,
+    command line's flags on top (``--hosted``, or ``--share``: see :func:`sharing`)."""
+    hosted = bool(getattr(args, "hosted", False)) or sharing(args)[1]
+    return AppConfig.from_env(hosted=True if hosted else None,
                               max_models=getattr(args, "max_models", None),
                               default_model=getattr(args, "model", None))
 
@@ -47,13 +56,24 @@ def launch(args: argparse.Namespace, *, block: bool = True, pool: ModelPool | No
     if start.note:
         log(start.note.replace("**", "").replace("`", "").replace("*", ""))
     if config.hosted:
+        memory = playground.host_memory()
+        switch = ("visitors may switch models (to those that fit)" if config.visitors_may_switch else
+                  "only the host switches models (QWEN3_PLAYGROUND_VISITORS_SWITCH_MODELS)")
         log(f"hosted mode: catalog models only, messages up to {config.max_message_chars:,} characters, "
-            f"at most {playground.pool.max_models} model(s) loaded at once")
+            f"at most {playground.pool.max_models} model(s) loaded at once; {switch}; "
+            f"{memory.bytes / 10**9:.1f} GB for models ({memory.where})")
+    share, _ = sharing(args)
+    if share and not config.hosted:
+        log("warning: --share-with-local-access: anyone with the public link can load this machine's local "
+            "paths and any model, and use its remote server and tools")
     warmup = playground.warm_up(log)
     demo = build_app(playground)
-    demo.queue(default_concurrency_limit=getattr(args, "concurrency", None) or DEFAULT_CONCURRENCY)
-    demo.launch(server_name=args.host, server_port=args.port, share=bool(args.share),
-                prevent_thread_lock=True, show_error=True)
+    # the size limits (core.config) also bound Gradio's own uploads and queue; in hosted mode an
+    # unexpected exception shows no text (gr.Error's worded messages still do)
+    demo.queue(default_concurrency_limit=getattr(args, "concurrency", None) or DEFAULT_CONCURRENCY,
+               max_size=config.queue_size)
+    demo.launch(server_name=args.host, server_port=args.port, share=share, prevent_thread_lock=True,
+                show_error=not config.hosted, max_file_size=config.max_upload_bytes)
     warmup.start()  # the UI is up: now the model
     if not block:
         return demo

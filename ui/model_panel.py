@@ -16,6 +16,7 @@ import gradio as gr
 from core.errors import PlaygroundError
 from core.settings import SCHEMA
 from playground import Playground
+from playground.service import yarn_factor_value
 from ui.formatting import preset_status
 from ui.progress import gradio_progress
 from ui.settings_panel import preset_label, preset_values, thinking_info
@@ -40,13 +41,13 @@ def model_summary(playground: Playground, ref: str, yarn_factor: float) -> str:
     try:
         backend = playground.peek(ref, yarn_factor)
     except PlaygroundError as exc:
-        return f"Model: `{ref}` ({exc})"
+        return f"Model: `{ref}` ({playground.error_text(exc)})"
     if backend is None:
         return f"Model: `{ref}` (loads with the first message)"
     try:
-        return "Model: " + backend.describe().summary()
+        return "Model: " + playground.describe(backend).summary()
     except PlaygroundError as exc:
-        return f"Model: `{ref}` ({exc})"
+        return f"Model: `{ref}` ({playground.error_text(exc)})"
 
 
 def build_model_panel(playground: Playground, info: gr.Markdown) -> ModelPanel:
@@ -54,9 +55,10 @@ def build_model_panel(playground: Playground, info: gr.Markdown) -> ModelPanel:
     choices = playground.catalog_choices()
     in_catalog = any(value == playground.start.ref for _, value in choices)
     hosted = playground.config.hosted  # the catalog only: no free field (the server refuses other names anyway)
+    label = ("Catalog" if not hosted else "Model (this hosted playground serves these)"
+             if playground.config.visitors_may_switch else "Model (chosen by this playground's host)")
     with gr.Accordion("Model", open=True):
-        choice = gr.Dropdown(choices=choices, value=playground.start.ref if in_catalog else None,
-                             label="Catalog" if not hosted else "Model (this hosted playground serves these)",
+        choice = gr.Dropdown(choices=choices, value=playground.start.ref if in_catalog else None, label=label,
                              elem_id="model-choice", allow_custom_value=False)
         custom = gr.Textbox(label="…or a Hub repo id / local path", elem_id="model-custom",
                             placeholder="Qwen/Qwen3-0.6B, /path/to/checkpoint, /path/to/model.gguf",
@@ -82,21 +84,30 @@ def make_load_model(playground: Playground):
         model = (model or "").strip()
         started = time.perf_counter()
         try:
-            factor = float(yarn_factor if yarn_factor is not None else 1.0)
+            factor = yarn_factor_value(yarn_factor)
             progress(0.0, desc=f"Loading {model}")
             backend = playground.load(model, factor, gradio_progress(progress))
-            summary = backend.describe().summary()
+            summary = playground.describe(backend).summary()
         except PlaygroundError as exc:
-            gr.Warning(f"Could not load {model or 'the model'}: {exc}")
+            reason = playground.error_text(exc)
+            gr.Warning(f"Could not load {model or 'the model'}: {reason}")
             kept, kept_factor = current
-            return (kept, kept_factor, current,
-                    f"**Could not load** `{model}`: {exc}  \nStill using `{kept}` (it stays loaded).",
+            # with every model slot taken, the previous model was unloaded to make room
+            still = "it stays loaded" if _is_loaded(playground, kept, kept_factor) else "it loads again with your next message"
+            return (kept, kept_factor, current, f"**Could not load** `{model}`: {reason}  \nStill using `{kept}` ({still}).",
                     model_summary(playground, kept, kept_factor))
         took = time.perf_counter() - started
         yarn = f" with YaRN ×{factor:g}" if factor != 1.0 else ""
         return model, factor, (model, factor), f"`{model}` ready{yarn} ({took:.1f} s).", f"Model: {summary}"
 
     return load_model
+
+
+def _is_loaded(playground: Playground, ref: str, yarn_factor: float) -> bool:
+    try:
+        return playground.peek(ref, yarn_factor) is not None
+    except PlaygroundError:
+        return False
 
 
 def make_page_start(playground: Playground):
@@ -118,7 +129,7 @@ def make_page_start(playground: Playground):
         try:
             playground.load(model, float(yarn_factor or 1.0), gradio_progress(progress))
         except PlaygroundError as exc:
-            yield (f"**Could not load** `{model}`: {exc}", model_summary(playground, model, yarn_factor or 1.0),
+            yield (f"**Could not load** `{model}`: {playground.error_text(exc)}", model_summary(playground, model, yarn_factor or 1.0),
                    gr.skip(), gr.skip())
             return
         yield playground.start.note, model_summary(playground, model, yarn_factor or 1.0), gr.skip(), gr.skip()

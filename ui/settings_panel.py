@@ -14,6 +14,7 @@ from core.catalog import ModelSpec
 from core.errors import PlaygroundError
 from core.presets import default_preset_name
 from core.settings import RANDOM_SEED, SCHEMA, GenerationSettings, SettingSpec
+from core.values import strict_bool
 from core.yarn import MAX_FACTOR, ORIGINAL_CONTEXT, STATIC_YARN_WARNING, context_window, recommend_factor
 from playground import Playground
 from ui.formatting import THINKING_INFO, preset_status
@@ -113,12 +114,14 @@ def build_settings_panel(playground: Playground, start: ModelSpec) -> SettingsPa
                                   elem_id="preset-note")
         sliders = [setting_widget(spec, value) for spec, value in zip(SCHEMA, settings_to_values(preset.settings))]
     with gr.Accordion("Context length (YaRN)", open=False):
-        yarn = gr.Slider(1.0, MAX_FACTOR, value=1.0, step=0.5, label="YaRN factor (1 = off)", elem_id="yarn")
+        switch = playground.config.visitors_may_switch  # a new factor reloads the model: the host's choice if not
+        yarn = gr.Slider(1.0, MAX_FACTOR, value=1.0, step=0.5, label="YaRN factor (1 = off)", elem_id="yarn",
+                         interactive=None if switch else False, info=None if switch else "Set by this playground's host.")
         readout = gr.Markdown(yarn_readout(1.0), elem_id="yarn-readout")
         with gr.Row():
             desired = gr.Number(label="Desired context (tokens)", value=None, precision=0, minimum=1,
                                 elem_id="desired-context")
-            use_btn = gr.Button("Use recommended factor (reloads)", size="sm")
+            use_btn = gr.Button("Use recommended factor (reloads)", size="sm", interactive=switch)
         recommendation = gr.Markdown(recommendation_text(None), elem_id="yarn-recommendation")
     return SettingsPanel(system_prompt, thinking, preset_dd, preset_note, sliders, yarn, readout,
                          desired, recommendation, use_btn)
@@ -141,6 +144,10 @@ def wire_settings_panel(playground: Playground, panel: SettingsPanel, model: gr.
 
     def set_thinking(thinking: bool, model: str) -> tuple[Any, ...]:
         """Switch the preset picker to the mode's default preset (quantized variant if needed)."""
+        try:
+            thinking = strict_bool(thinking, "thinking")
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
         try:
             name = playground.preset_name(playground.resolve(model), bool(thinking))
         except PlaygroundError:

@@ -190,7 +190,7 @@ def test_yarn_slider_readout(browser, ui_server, outside):
     factor = page.locator("#yarn input[type=number]")
     factor.fill("4")
     factor.blur()  # the number box "releases" the slider when it loses focus: the model reloads
-    expect(readout).to_contain_text("Context window: 131,072 tokens", timeout=10000)
+    expect(readout).to_contain_text("Context window: 131,072 tokens", timeout=30000)
     expect(readout).to_contain_text("static")  # the card's warning about static YaRN
     expect(page.locator("#model-info")).to_contain_text("YaRN x4", timeout=30000)  # reloaded with it
     page.screenshot(path=str(ARTIFACTS / "session-6-yarn.png"), full_page=True)

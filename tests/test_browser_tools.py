@@ -117,8 +117,10 @@ def test_tools_panel_calls_approval_and_reload(browser, ui_server, outside, weat
     saved = json.loads(page.evaluate("() => localStorage.getItem('qwen3-playground-chat')"))
     records = [json.loads(m["metadata"]["id"].split(":", 2)[2]) for m in saved
                if str((m.get("metadata") or {}).get("id", "")).startswith("tool_result:")]
-    assert [(r["arguments"], r["error"]) for r in records] == [({"city": "Paris"}, None),
-                                                               ({"city": "Tokyo"}, "declined")]
+    # the two calls of the scripted round; what the model writes after a declined call is not
+    # scripted (a later round may hold more calls)
+    assert [(r["arguments"], r["error"]) for r in records[:2]] == [({"city": "Paris"}, None),
+                                                                   ({"city": "Tokyo"}, "declined")]
     assert records[0]["result"] == WEATHER_REPORTS["Paris"]
     page.screenshot(path=str(ARTIFACTS / "tools-4-after-reload.png"), full_page=True)
     # what Regenerate / the next message sends back: the calls by the template's rules

@@ -34,7 +34,7 @@ from core.errors import ModelLoadError  # noqa: E402
 from core.events import AnswerDelta, Reply  # noqa: E402
 from core.presets import get_preset  # noqa: E402
 from core.settings import GenerationSettings  # noqa: E402
-from tinymodels.build import row_margins, training_rows  # noqa: E402
+from tinymodels.build import row_margins, trained_cases, training_rows  # noqa: E402
 from tinymodels.script import CASES, SCRIPTED_TEXT, case  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,7 +183,7 @@ def test_moe_experts_really_loaded(moe, paths):
     bf16 = open_model("tiny-moe", options=CPU)  # the trained MoE, through the transformers backend
     try:
         tok = bf16.tokenizer
-        rows = training_rows(tok)
+        rows = training_rows(tok, trained_cases(paths["moe-bf16"]))  # the MoE's own case set
         margins_q = row_margins(moe.model, rows, tok.pad_token_id)
         assert min(margins_q.values()) > 6.0, margins_q
         # a scripted row (prompt + completion): on its completion, where the script sets wide

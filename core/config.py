@@ -8,7 +8,10 @@ Hosted mode (on by default on Hugging Face Spaces, ``--hosted`` elsewhere) serve
   ``QWEN3_PLAYGROUND_TOOLS``), rate-limited per visitor; visitors never add servers or run code;
 - the model is the host's choice (``QWEN3_PLAYGROUND_MODEL``) unless it lets visitors switch
   (``QWEN3_PLAYGROUND_VISITORS_SWITCH_MODELS=1``), and then only to models the machine can hold
-  (``core.memory``; ``QWEN3_PLAYGROUND_MEMORY_GB`` overrides the measured free memory).
+  (``core.memory``; ``QWEN3_PLAYGROUND_MEMORY_GB`` overrides the measured free memory);
+- the OpenAI-compatible API (``/v1``) is off unless the host turns it on
+  (``QWEN3_PLAYGROUND_OPENAI_API=1``; elsewhere on by default), with an optional Bearer key
+  (``QWEN3_PLAYGROUND_API_KEY``, hosted or not).
 ``trust_remote_code`` is never enabled by any backend, hosted or not.
 """
 from __future__ import annotations
@@ -116,6 +119,9 @@ class AppConfig:
     tool_calls_per_minute: int = DEFAULT_TOOL_CALLS_PER_MINUTE  # per visitor, hosted mode
     max_tool_rounds: int = DEFAULT_MAX_ROUNDS  # hosted mode: a selection's max_rounds is capped at this
     code_interpreter: bool = False  # the host's code interpreter (never in hosted mode)
+    # the OpenAI-compatible API (/v1, ui/openai_routes.py): None: on unless hosted (a Space turns it on)
+    openai_api: bool | None = None
+    api_key: str | None = field(default=None, repr=False)  # Bearer key the API then requires (None: none)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> AppConfig:
@@ -138,6 +144,8 @@ class AppConfig:
             tool_calls_per_minute=_int(env, "TOOL_CALLS_PER_MINUTE", DEFAULT_TOOL_CALLS_PER_MINUTE),
             max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", DEFAULT_MAX_ROUNDS, high=MAX_ROUNDS_LIMIT),
             code_interpreter=_strict_flag(env, "CODE_INTERPRETER"),
+            openai_api=_optional_flag(env, "OPENAI_API"),
+            api_key=(get("API_KEY") or "").strip() or None,
         )
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         if config.max_models < 1:
@@ -150,6 +158,11 @@ class AppConfig:
     def visitors_may_switch(self) -> bool:
         """Whether a visitor may load another model (or YaRN factor) than the host's start model."""
         return (not self.hosted) if self.visitors_switch_models is None else self.visitors_switch_models
+
+    @property
+    def openai_api_on(self) -> bool:
+        """Whether ``/v1`` serves (``QWEN3_PLAYGROUND_OPENAI_API``; by default on, except hosted)."""
+        return (not self.hosted) if self.openai_api is None else self.openai_api
 
     @property
     def remote_api_key(self) -> str | None:

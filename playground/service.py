@@ -167,6 +167,12 @@ class Playground:
         # ZeroGPU's worker gets plain data only: there a stop event stays behind (Stop closes the stream)
         self._stop_reaches_generation = self._generate_on_gpu is generate
 
+    @property
+    def stop_reaches_generation(self) -> bool:
+        """Whether a ``stop`` event given to :meth:`chat` reaches the generation itself (not on
+        ZeroGPU: there only closing the stream stops it)."""
+        return self._stop_reaches_generation
+
     # -- start-up ------------------------------------------------------------------------
     def start_up(self, requested: str | None = None) -> StartModel:
         """Choose the model new sessions start on (``requested``, else a cached catalog model,
@@ -481,7 +487,7 @@ class Playground:
                 settings: GenerationSettings | Mapping[str, Any] | None = None, thinking: bool = True,
                 system_prompt: str | None = None, backend: str | None = None,
                 options: LoadOptions | None = None, toolbox: Toolbox | None = None,
-                loop_guard: bool = True) -> ChatRequest:
+                loop_guard: bool = True, client_tools: Sequence[Mapping[str, Any]] = ()) -> ChatRequest:
         """Everything a chat request carries, checked once, before any model loads or any token
         is computed; raises a ``PlaygroundError`` that says what is wrong.
 
@@ -489,7 +495,9 @@ class Playground:
         panels and notes are never sent to the model). ``settings``: typed settings, or raw
         values by name (from a form, flags or JSON; a missing one is the card's preset value for
         the model and mode). ``toolbox``: the tools the model may call (the tool loop runs them).
-        ``loop_guard``: stop a reply that repeats itself (see :meth:`chat`).
+        ``loop_guard``: stop a reply that repeats itself (see :meth:`chat`). ``client_tools``
+        (OpenAI ``tools`` items, not with ``toolbox``): tools a client runs itself (the OpenAI
+        API): the model is offered them and its calls come back as events; nothing runs here.
         """
         thinking = strict_bool(thinking, "thinking", default=True)
         loop_guard = strict_bool(loop_guard, "loop_guard", default=True)
@@ -502,8 +510,13 @@ class Playground:
                 settings = self.default_settings(spec, thinking).with_values(**dict(settings or {}))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise InvalidSettings(f"a generation setting is not valid: {exc}") from None
-        return ChatRequest.build(spec, options, history, settings, thinking, system_prompt, toolbox,
-                                 loop_guard=loop_guard)
+        request = ChatRequest.build(spec, options, history, settings, thinking, system_prompt, toolbox,
+                                    loop_guard=loop_guard)
+        if client_tools:
+            if toolbox is not None:
+                raise InvalidSettings("a chat offers either the playground's tools or a client's, not both")
+            request = replace(request, tools=tuple(dict(tool) for tool in client_tools))
+        return request
 
     @staticmethod
     def loop_retry_settings(settings: GenerationSettings) -> tuple[GenerationSettings, dict[str, list[Any]]]:

@@ -44,6 +44,7 @@ def launch(args: argparse.Namespace, *, block: bool = True, pool: ModelPool | No
     """Start the web UI as ``app.py ui`` asks; returns 0 when the server stops (or the Blocks
     when ``block`` is False, with the start model still loading: ``demo.playground.warmup``)."""
     from ui.blocks import build_app
+    from ui.openai_routes import openai_routes
 
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     try:
@@ -72,8 +73,13 @@ def launch(args: argparse.Namespace, *, block: bool = True, pool: ModelPool | No
     # unexpected exception shows no text (gr.Error's worded messages still do)
     demo.queue(default_concurrency_limit=getattr(args, "concurrency", None) or DEFAULT_CONCURRENCY,
                max_size=config.queue_size)
+    # the OpenAI-compatible API (/v1) on the same server, before Gradio's own routes (ui.openai_routes)
     demo.launch(server_name=args.host, server_port=args.port, share=share, prevent_thread_lock=True,
-                show_error=not config.hosted, max_file_size=config.max_upload_bytes)
+                show_error=not config.hosted, max_file_size=config.max_upload_bytes,
+                app_kwargs={"routes": openai_routes(playground)})
+    if config.openai_api_on:
+        log(f"OpenAI-compatible API at {str(demo.local_url).rstrip('/')}/v1"
+            + (" (Bearer key required)" if config.api_key else ""))
     warmup.start()  # the UI is up: now the model
     if not block:
         return demo

@@ -3,7 +3,8 @@
     python app.py                     start the web UI
     python app.py chat --prompt TEXT  one reply on the command line (--json for a JSON object,
                                       --history FILE to continue an exported chat)
-    python app.py compare --models A B --prompt TEXT   side by side (--json | --markdown)
+    python app.py compare --models A B --prompt TEXT   side by side (--json | --markdown;
+                                      --score TEXT_OR_FILE: drift from the first model)
     python app.py models              list the model catalog
     python app.py build-tiny          build the tiny offline demo models
 """
@@ -16,6 +17,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     import cli
+    from core.drift import CONTEXT, STRIDE
 
     parser = argparse.ArgumentParser(prog="app.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -59,12 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--models", nargs="+", required=True, metavar="MODEL",
                          help="catalog names, Hub repo ids or local paths; the first is the reference")
     cli.add_model_flags(compare, single_model=False)
-    cli.add_chat_flags(compare)
+    cli.add_chat_flags(compare, prompt_required=False)
     cli.add_tool_flags(compare)
     compare.add_argument("--concurrent", action="store_true",
                          help="run the models at the same time instead of one after another (fair timing)")
     compare.add_argument("--perplexity", metavar="TEXT", default=None,
                          help="also score this text (or a shipped one: tiny-script, encyclopedia, code, maths)")
+    compare.add_argument("--score", metavar="TEXT_OR_FILE", default=None,
+                         help="distribution drift of every model from the first on this text (a shipped one's "
+                              "name, a file or the text): KL divergence (mean, 99th percentile, max), same top "
+                              "token, perplexity on the same tokens")
+    compare.add_argument("--score-context", type=int, default=CONTEXT, metavar="TOKENS",
+                         help=f"--score's window length in tokens [default: {CONTEXT}]")
+    compare.add_argument("--score-stride", type=int, default=STRIDE, metavar="TOKENS",
+                         help=f"a new --score window every this many tokens [default: {STRIDE}]")
     out = compare.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the comparison as JSON")
     out.add_argument("--markdown", action="store_true", help="print the comparison as Markdown")

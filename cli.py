@@ -35,11 +35,13 @@ def remote_defaults(args: argparse.Namespace) -> None:
         args.backend = "remote"
 
 
-def add_chat_flags(parser: argparse.ArgumentParser) -> None:
+def add_chat_flags(parser: argparse.ArgumentParser, prompt_required: bool = True) -> None:
     """The prompt, the switches, and one flag per generation setting (``core.settings.SCHEMA``)."""
     from core.settings import SCHEMA
 
-    parser.add_argument("--prompt", required=True, help="the user message (may end with /think or /no_think)")
+    parser.add_argument("--prompt", required=prompt_required,
+                        help="the user message (may end with /think or /no_think)"
+                             + ("" if prompt_required else "; without it, compare only scores (--score, --perplexity)"))
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--no-thinking", action="store_true", help="hard switch: enable_thinking=False")
     parser.add_argument("--preset", default=None,
@@ -233,6 +235,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     remote_defaults(args)  # --base-url alone means the remote backend, as for chat
     if not 1 <= len(args.models) <= 4:
         raise PlaygroundError("compare takes 1 to 4 models (--models A B C)")
+    if args.prompt is None and not (args.score or args.perplexity):
+        raise PlaygroundError("compare needs --prompt, --score or --perplexity")
     playground = playground_for(args)
     try:
         return _compare(playground, args)
@@ -254,10 +258,12 @@ def _compare(playground: Any, args: argparse.Namespace) -> int:
                for model, spec in zip(args.models, specs)]
     # the tool flags (add_tool_flags) are optional for this command; MCP servers start now: a bad one fails fast
     toolbox = toolbox_for(playground, args) if hasattr(args, "mcp") else None
-    playground.request([{"role": "user", "content": args.prompt}], model=args.models[0], backend=args.backend,
-                       settings=settings, thinking=thinking, system_prompt=args.system,
-                       options=entries[0].options, toolbox=toolbox)  # the prompt and settings checked before any load
-    comparison = new_comparison(entries, args.prompt, settings, thinking, args.system or "")
+    score = score_text(args.score) if args.score else None  # a bad file fails before any load
+    if args.prompt is not None:
+        playground.request([{"role": "user", "content": args.prompt}], model=args.models[0], backend=args.backend,
+                           settings=settings, thinking=thinking, system_prompt=args.system,
+                           options=entries[0].options, toolbox=toolbox)  # prompt and settings checked before any load
+    comparison = new_comparison(entries, args.prompt or "", settings, thinking, args.system or "")
 
     def show(event) -> None:
         if args.json or args.markdown:
@@ -280,13 +286,16 @@ def _compare(playground: Any, args: argparse.Namespace) -> int:
         elif event.kind == "error":
             print(f"\n=== {label}: error: {payload} ===", flush=True)
 
-    histories = comparison.start_turn(args.prompt, toolbox)
-    collect(comparison, run_comparison(playground, entries, histories, settings, thinking,
-                                       system_prompt=args.system or "", acquire=load_fresh,
-                                       concurrent=args.concurrent, toolbox=toolbox,
-                                       loop_guard=args.loop_guard), show)
+    if args.prompt is not None:
+        histories = comparison.start_turn(args.prompt, toolbox)
+        collect(comparison, run_comparison(playground, entries, histories, settings, thinking,
+                                           system_prompt=args.system or "", acquire=load_fresh,
+                                           concurrent=args.concurrent, toolbox=toolbox,
+                                           loop_guard=args.loop_guard), show)
     if args.perplexity:
         score_perplexity(playground, comparison, entries, args.perplexity)
+    if score is not None:
+        score_drift_into(playground, comparison, entries, score, args.score_context, args.score_stride)
     if args.json:
         print(comparison.to_json())
     else:
@@ -306,6 +315,35 @@ def score_perplexity(playground: Any, comparison: Any, entries: list[Any], text:
                 result.perplexity = backend.perplexity(body).to_dict()
         except PlaygroundError as exc:
             result.error = result.error or f"perplexity: {exc}"
+
+
+def score_text(value: str) -> str:
+    """``--score``'s text: a shipped text's name, a file's path, or the text itself."""
+    from pathlib import Path
+
+    from core.texts import TEXTS, scoring_text
+
+    path = Path(value).expanduser()
+    if value not in TEXTS and "\n" not in value and len(value) < 4096 and path.is_file():
+        try:
+            return scoring_text(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PlaygroundError(f"cannot read the text to score from {path}: {exc}") from None
+    return scoring_text(value)
+
+
+def score_drift_into(playground: Any, comparison: Any, entries: list[Any], text: str, context: int,
+                     stride: int) -> None:
+    """Drift of every entry from the first on ``text`` (``playground.drift``), into the comparison."""
+    from playground.drift import DriftEntry, score_drift
+
+    results = score_drift(playground, [DriftEntry(e.model, e.backend, e.options) for e in entries], text,
+                          context=context, stride=stride)
+    for result, outcome in zip(comparison.entries, results):
+        if isinstance(outcome, PlaygroundError):
+            result.error = result.error or f"drift: {outcome}"
+        else:
+            result.drift = outcome.to_dict()
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from core.catalog import ModelSpec
 from core.chat import Message
+from core.drift import TokenLogprobs, Window
 from core.errors import BackendError, PlaygroundError, PromptError
 from core.events import (BackendItem, ChatEvent, GenerationStats, Perplexity, ProgressFn, RawDelta, ReasoningDelta,
                          ThinkingBudgetReached)
@@ -25,6 +26,7 @@ from core.reasoning import EARLY_STOP_SENTENCE, EARLY_STOP_TEXT
 from core.reply_split import ReplySplitter
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
+from core.speed_bound import WeightProfile
 
 __all__ = ["Backend", "ChatRequest", "FairLock", "LoadOptions", "ModelInfo", "StopSignal"]
 
@@ -176,6 +178,25 @@ class Backend(ABC):
     def perplexity(self, text: str) -> Perplexity:
         """Score ``text`` as plain text (no chat template): the number quantization users compare."""
         raise PlaygroundError(f"the {self.name} backend cannot score text")
+
+    def weight_profile(self) -> WeightProfile | None:
+        """Bytes of the weights (MoE experts apart) and of the KV cache per token; None if unknown."""
+        return None
+
+    def plain_tokens(self, text: str) -> list[int]:
+        """``text`` as token ids, plain (no special tokens; control-token spellings stay text)."""
+        raise PlaygroundError(f"token log-probabilities are not available on the {self.name} backend")
+
+    def vocabulary(self) -> list[str]:
+        """The token texts by id (what the drift comparison checks entries share)."""
+        raise PlaygroundError(f"token log-probabilities are not available on the {self.name} backend")
+
+    def token_logprobs(self, tokens: list[int], windows: list[Window], top_k: int,
+                       picks: list[tuple[int, ...]] | None = None) -> list[TokenLogprobs]:
+        """Next-token log-probabilities at every target of ``windows`` (``core.drift``), in order:
+        the target's, the ``top_k`` most likely, and those of ``picks[i]`` (ids per target) if given.
+        """
+        raise PlaygroundError(f"token log-probabilities are not available on the {self.name} backend")
 
     def stream_chat(self, request: ChatRequest, stop: threading.Event | None = None) -> Iterator[ChatEvent]:
         """Stream the reply to ``request`` as reasoning/answer deltas, tool calls (when the

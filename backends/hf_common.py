@@ -24,10 +24,12 @@ from backends.hf_generation import PrefixCache
 from backends.hub import fetch_model
 from core.catalog import ModelSpec
 from core.chat import Message
+from core.drift import TokenLogprobs, Window
 from core.errors import ModelLoadError, PlaygroundError, PromptError
 from core.events import BackendItem, Perplexity, ProgressFn
 from core.prompt import encode_segments, render_segments
 from core.settings import GenerationSettings
+from core.speed_bound import WeightProfile
 from core.yarn import ORIGINAL_CONTEXT, rope_parameters_with_yarn
 
 DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
@@ -231,6 +233,56 @@ class HFBackend(Backend):
         with self._generation_lock, torch.inference_mode():
             loss = float(self.model(input_ids=ids.to(self.model.device), labels=ids.to(self.model.device)).loss)
         return Perplexity(perplexity=math.exp(loss), tokens=n - 1, mean_nll=loss)
+
+    def weight_profile(self) -> WeightProfile | None:
+        """Parameters and buffers (GPTQ's packed weights are buffers); the KV cache is kept in the
+        model's dtype (DynamicCache)."""
+        if not self.loaded:
+            return None
+        config = self.model.config
+        tensors = [*self.model.named_parameters(), *self.model.named_buffers()]
+        experts = sum(t.numel() * t.element_size() for name, t in tensors if ".experts." in name)
+        layers = int(config.num_hidden_layers)
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+        element = next(self.model.parameters()).element_size()
+        return WeightProfile(weight_bytes=int(self.model.get_memory_footprint()),
+                             kv_bytes_per_token=2 * layers * kv_heads * head_dim * element,
+                             expert_bytes=int(experts), num_experts=int(getattr(config, "num_experts", 0) or 0),
+                             experts_per_token=int(getattr(config, "num_experts_per_tok", 0) or 0))
+
+    def plain_tokens(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def vocabulary(self) -> list[str]:
+        return [token or "" for token in self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))]
+
+    def token_logprobs(self, tokens: list[int], windows: list[Window], top_k: int,
+                       picks: list[tuple[int, ...]] | None = None) -> list[TokenLogprobs]:
+        """One forward pass per window (no KV cache kept); log-softmax in float32."""
+        import torch
+
+        if not self.loaded:
+            raise PlaygroundError("no model is loaded")
+        out: list[TokenLogprobs] = []
+        with self._generation_lock, torch.inference_mode():
+            for window in windows:
+                check_prompt_fits(window.end - window.begin, self.context_window + 1)
+                ids = torch.tensor([tokens[window.begin:window.end]], device=self.model.device)
+                logits = self.model(input_ids=ids, use_cache=False).logits[0]
+                # the row before each target predicts it
+                rows = logits[window.first_target - window.begin - 1:window.end - window.begin - 1]
+                logp = torch.log_softmax(rows.float(), dim=-1)
+                targets = torch.tensor(tokens[window.first_target:window.end], device=logp.device)
+                target = logp.gather(1, targets[:, None])[:, 0].tolist()
+                top_lp, top_id = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
+                picked: list[list[float]] = [[] for _ in target]
+                if picks is not None:
+                    asked = torch.tensor(picks[len(out):len(out) + len(target)], device=logp.device)
+                    picked = logp.gather(1, asked).tolist()
+                out += [TokenLogprobs(t, tuple(i), tuple(lp), tuple(p))
+                        for t, i, lp, p in zip(target, top_id.tolist(), top_lp.tolist(), picked)]
+        return out
 
     # -- generating ------------------------------------------------------------------------
     def render_prompt(self, messages: list[Message], thinking: bool, tools: list[dict[str, Any]] | None = None) -> str:

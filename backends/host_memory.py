@@ -43,3 +43,10 @@ def _nvidia_free() -> HostMemory | None:
             return None
         return HostMemory(int(free_mib * 2**20), "GPU", native_fp8=capability >= NATIVE_FP8_CAPABILITY)
     return None
+
+
+def process_resident_bytes() -> int:
+    """This process's resident memory (RSS): what a comparison entry's load and reply gained."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)

@@ -35,10 +35,12 @@ from backends.gguf_meta import GGUFHeader, read_header
 from backends.hub import fetch_model, repo_files
 from core.catalog import ModelSpec
 from core.chat import Message
+from core.drift import TokenLogprobs, Window
 from core.errors import ModelLoadError, ModelNotFound, PlaygroundError, PromptError
 from core.events import BackendItem, GenerationStats, Perplexity, ProgressFn, RawDelta
 from core.prompt import encode_segments, plain_pieces, render_segments
 from core.settings import GenerationSettings
+from core.speed_bound import WeightProfile
 from core.yarn import ORIGINAL_CONTEXT, context_window, validate_factor
 
 MEMORY_FRACTION = 0.5  # the KV cache may take at most this share of the available RAM
@@ -348,6 +350,76 @@ class LlamaCppBackend(Backend):
                 llm._ctx.kv_cache_seq_rm(-1, 0, -1)
         mean = total / (n - 1)
         return Perplexity(perplexity=math.exp(mean), tokens=n - 1, mean_nll=mean)
+
+    def weight_profile(self) -> WeightProfile | None:
+        """llama.cpp's tensor bytes; the f16 KV cache from the header; MoE experts (``*_exps``
+        tensors) from the file's tensor table."""
+        if not self.loaded or self.header is None:
+            return None
+        experts = int(self.header.arch_value("expert_count", 0) or 0)
+        expert_bytes = 0
+        if experts:
+            import gguf
+
+            expert_bytes = sum(int(t.n_bytes) for t in gguf.GGUFReader(str(self.path)).tensors if "_exps" in t.name)
+        return WeightProfile(weight_bytes=int(self.llm._model.size()),
+                             kv_bytes_per_token=self.header.kv_bytes_per_token(), expert_bytes=expert_bytes,
+                             num_experts=experts,
+                             experts_per_token=int(self.header.arch_value("expert_used_count", 0) or 0))
+
+    def plain_tokens(self, text: str) -> list[int]:
+        return self._plain_tokens(text)
+
+    def vocabulary(self) -> list[str]:
+        model = self.llm._model
+        return [model.token_get_text(token) for token in range(model.n_vocab())]
+
+    def token_logprobs(self, tokens: list[int], windows: list[Window], top_k: int,
+                       picks: list[tuple[int, ...]] | None = None) -> list[TokenLogprobs]:
+        """Each window decoded from an empty KV cache with logits for every position (as
+        :meth:`perplexity`); rows reduced 64 at a time, so a chunk's float32 logits are the peak."""
+        import numpy as np
+
+        if not self.loaded:
+            raise PlaygroundError("no model is loaded")
+        out: list[TokenLogprobs] = []
+        with self._generation_lock:
+            llm = self.llm
+            n_vocab = llm.n_vocab()
+            k = min(top_k, n_vocab)
+            try:
+                for window in windows:
+                    check_prompt_fits(window.end - window.begin, self.context_window + 1)
+                    llm.reset()
+                    llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+                    for start in range(window.begin, window.end, llm.n_batch):
+                        chunk = tokens[start:min(start + llm.n_batch, window.end)]
+                        llm._batch.set_batch(batch=chunk, n_past=start - window.begin, logits_all=True)
+                        llm._ctx.decode(llm._batch)
+                        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(chunk), n_vocab))
+                        # row r predicts token start + r + 1: keep the window's targets only
+                        first = max(window.first_target - 1 - start, 0)
+                        last = min(window.end - 1 - start, len(chunk))
+                        for block in range(first, last, 64):
+                            rows = logits[block:min(block + 64, last)].astype(np.float32)
+                            logp = rows - rows.max(axis=1, keepdims=True)
+                            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+                            at = np.arange(len(rows))
+                            targets = np.asarray(tokens[start + block + 1:start + block + 1 + len(rows)])
+                            top = np.argpartition(-logp, k - 1, axis=1)[:, :k] if k < n_vocab else \
+                                np.tile(np.arange(n_vocab), (len(rows), 1))
+                            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(logp, top, 1), axis=1,
+                                                                     kind="stable"), 1)
+                            for r in at:
+                                picked = ()
+                                if picks is not None:
+                                    picked = tuple(logp[r, list(picks[len(out)])].tolist())
+                                out.append(TokenLogprobs(float(logp[r, targets[r]]), tuple(top[r].tolist()),
+                                                         tuple(logp[r, top[r]].tolist()), picked))
+            finally:
+                llm.reset()  # the KV cache now holds the scored text, not the chat
+                llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        return out
 
     # -- generating ------------------------------------------------------------------------
     def render_prompt(self, messages: list[Message], thinking: bool, tools: list[dict[str, Any]] | None = None) -> str:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.events import AnswerDelta, ChatEvent, GenerationStats, LoopStopped, ReasoningDelta, ThinkingBudgetReached
+from core.speed_bound import WeightProfile, bound_tokens_per_s, memory_split, share_of_bound
 from core.tools import ReasoningCut, RoundLimitReached, RoundStarted, Toolbox, ToolResult
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
@@ -55,6 +56,12 @@ class EntryResult:
     # "round_limit" when the model still called tools after the last round
     stop_reason: str | None = None
     perplexity: dict[str, Any] | None = None
+    # drift from the first entry on a text (``core.drift.Drift.to_dict``): kld_mean, kld_p99,
+    # kld_max, same_top_token, perplexity, tokens, context, stride, top_k
+    drift: dict[str, Any] | None = None
+    # after the reply (``playground.compare.EntryMemory.to_dict``): the model's weight profile, what
+    # the process gained, the device's memory bandwidth
+    memory: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # this column's own conversation
     # earlier turns of a multi-turn comparison: {"prompt", "reasoning", "answer", "stats", "error",
     # "stop_reason", "steps", "tool_calls"}
@@ -286,10 +293,31 @@ class Comparison:
                 "prefix_agreement": prefix_agreement(reference.output, entry.output) if ok and ref_ok else None,
                 "answer_matches": same,
                 **tools,
-                "perplexity": entry.perplexity["perplexity"] if entry.perplexity else None,
+                **(_drift_cells(entry) if self.scored_drift else {}),
+                **(_bound_cells(entry, stats) if self.measured_memory else {}),
+                "perplexity": _perplexity(entry),
                 "error": entry.error or entry.stop_reason,
             })
         return rows
+
+    @property
+    def measured_memory(self) -> bool:
+        """Some entry has a weight profile: the table has memory by kind and the speed bound."""
+        return any(entry.memory and entry.memory.get("profile") for entry in self.entries)
+
+    @property
+    def scored_drift(self) -> bool:
+        """Some entry has drift figures: the table has their columns."""
+        return any(entry.drift for entry in self.entries)
+
+    def drift_note(self) -> str:
+        """How the drift figures were made (under the table)."""
+        scored = next((entry.drift for entry in self.entries if entry.drift), None)
+        if scored is None:
+            return ""
+        return (f"Drift vs {self.entries[0].label} on {scored.get('tokens')} tokens (perplexity on the same tokens): "
+                f"windows of {scored.get('context')} tokens, stride {scored.get('stride')}; KL divergence over the "
+                f"reference's top {scored.get('top_k')} tokens plus the rest as one bin (a lower bound of the full KL).")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "table": self.rows()}
@@ -315,11 +343,16 @@ class Comparison:
             lines += [f"**Tools:** {', '.join(self.tools or [])} · up to {self.max_tool_rounds} rounds per entry; "
                       "calls ran automatically (no approval)", ""]
         columns = with_budget_column(self, [c for c in _MARKDOWN_COLUMNS if self.uses_tools or c[0] not in _TOOL_KEYS])
+        columns = with_measure_columns(self, columns)
         lines += ["| " + " | ".join(header for _, header in columns) + " |", "|" + "---|" * len(columns)]
         for index, row in enumerate(self.rows()):
             cells = ["ref" if key == "final_answer_matches" and index == 0 else _cell(key, row[key])
                      for key, _ in columns]
             lines.append("| " + " | ".join(cells) + " |")
+        if self.measured_memory:
+            lines += ["", BOUND_NOTE]
+        if self.scored_drift:
+            lines += ["", self.drift_note()]
         for entry in self.entries:
             lines += ["", f"## {entry.label}", ""]
             for number, turn in enumerate(entry.turns, 1):
@@ -359,6 +392,67 @@ def with_budget_column(comparison: Comparison, columns: list[tuple[str, str]]) -
     return [*columns[:at], BUDGET_COLUMN, *columns[at:]]
 
 
+DRIFT_COLUMNS = (("kld_mean", "KLD mean"), ("kld_p99", "KLD p99"), ("kld_max", "KLD max"),
+                 ("same_top_token", "same top token"), ("tokens", "tokens scored"))
+
+
+def with_measure_columns(comparison: Comparison, columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``columns`` with memory by kind and the speed bound after "memory MiB" when some entry has
+    them, and the drift figures before the perplexity when some entry was scored."""
+    if comparison.measured_memory:
+        at = [key for key, _ in columns].index("memory_mib") + 1
+        columns = [*columns[:at], *BOUND_COLUMNS, *columns[at:]]
+    if comparison.scored_drift:
+        at = [key for key, _ in columns].index("perplexity")
+        columns = [*columns[:at], *DRIFT_COLUMNS, *columns[at:]]
+    return columns
+
+
+BOUND_COLUMNS = (("weights_mib", "weights MiB"), ("kv_mib", "KV MiB"), ("other_mib", "other MiB"),
+                 ("bandwidth_bound_tokens_per_s", "bound tokens/s"), ("share_of_bound", "share of bound"))
+BOUND_NOTE = ("Memory by kind: weights as the library holds them, the KV cache at the context used (prompt + "
+              "reply), other = what the process gained from the load to the end of the reply minus both (– when "
+              "entries shared a process or a GPU). Bound: memory bandwidth / (active weights + KV cache at the "
+              "mean decode context): each token reads them once; MoE counts the routed experts only.")
+
+
+def _bound_cells(entry: EntryResult, stats: dict[str, Any]) -> dict[str, Any]:
+    """``memory{weights, kv, other}`` (bytes), the bandwidth bound and the share of it reached,
+    plus the same in MiB for the table (``core.speed_bound``)."""
+    memory = entry.memory or {}
+    none = {"memory": None, "bandwidth_bound_tokens_per_s": None, "share_of_bound": None,
+            **{key: None for key in ("weights_mib", "kv_mib", "other_mib")}}
+    profile_data = memory.get("profile")
+    if not isinstance(profile_data, dict) or not entry.stats:
+        return none
+    try:  # an imported file's record: figures, or no cells
+        profile = WeightProfile(**{k: int(v) for k, v in profile_data.items() if k != "active_bytes"})
+        prompt = int(entry.stats.get("prompt_tokens") or 0)
+        completion = int(entry.stats.get("completion_tokens") or 0)
+        gain = memory.get("process_gain")
+        split = memory_split(profile, prompt + completion, None if gain is None else int(gain))
+        mean_context = prompt + completion // 2  # the KV cache grows during the decode
+        bound = bound_tokens_per_s(float(memory.get("bandwidth_bytes_per_s") or 0.0), profile.active_bytes,
+                                   profile.kv_bytes_per_token * mean_context)
+    except (TypeError, ValueError):
+        return none
+    mib = lambda value: None if value is None else round(value / 2**20, 3)  # noqa: E731
+    return {"memory": split.to_dict(), "bandwidth_bound_tokens_per_s": bound,
+            "share_of_bound": share_of_bound(stats.get("tokens_per_s"), bound),
+            "weights_mib": mib(split.weights), "kv_mib": mib(split.kv), "other_mib": mib(split.other)}
+
+
+def _drift_cells(entry: EntryResult) -> dict[str, Any]:
+    return {key: (entry.drift or {}).get(key) for key, _ in DRIFT_COLUMNS}
+
+
+def _perplexity(entry: EntryResult) -> float | None:
+    """The drift's (every entry on the reference's tokens) when scored, else the --perplexity one."""
+    if entry.drift:
+        return entry.drift.get("perplexity")
+    return entry.perplexity["perplexity"] if entry.perplexity else None
+
+
 def _reply_markdown(reasoning: str, answer: str, steps: list[dict[str, Any]],
                     tool_calls: list[dict[str, Any]]) -> list[str]:
     """One turn's reply: every generation's reasoning and answer, each round's calls after it."""
@@ -395,6 +489,8 @@ def _cell(key: str, value: Any) -> str:
         return "yes" if value else "no"
     if key == "prefix_agreement":
         return f"{value:.0%}"
+    if key in ("same_top_token", "share_of_bound"):
+        return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value).replace("|", "\\|")

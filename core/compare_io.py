@@ -24,6 +24,7 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "answer": (str,), "stats": (dict, type(None)), "info": (dict, type(None)), "load_s": (*_NUMBER, type(None)),
     "error": (str, type(None)), "stop_reason": (str, type(None)), "perplexity": (dict, type(None)),
     "history": (list,), "turns": (list,), "tool_calls": (list,), "steps": (list,), "budget_cut": (bool,),
+    "drift": (dict, type(None)), "memory": (dict, type(None)),
 }
 _TOP_TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "settings": (dict,), "thinking": (bool,), "system_prompt": (str,), "created": (str,),

@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ContextManager
 
+from backends.bandwidth import memory_bandwidth
 from backends.base import Backend, StopSignal
+from backends.host_memory import process_resident_bytes
 from backends.pool import PoolKey
 from backends.registry import backend_class
 from core.catalog import ModelSpec
@@ -27,6 +29,7 @@ from core.errors import PlaygroundError
 from core.events import ChatEvent, ProgressFn
 from core.request import ChatRequest, LoadOptions
 from core.settings import GenerationSettings
+from core.speed_bound import WeightProfile
 from core.tools import AnyCall, Toolbox, ToolCall, ToolCallError, ToolSpec
 
 from playground.service import ModelReady, guard_loops
@@ -51,10 +54,25 @@ class EntrySpec:
 
 
 @dataclass(frozen=True)
+class EntryMemory:
+    """After an entry's reply: what its model reads per token, what the process gained from before
+    its load (None: not separable, see ``core.speed_bound``), and the device's bandwidth."""
+
+    profile: WeightProfile | None
+    process_gain: int | None
+    bandwidth_bytes_per_s: float | None
+    bandwidth_device: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile.to_dict() if self.profile else None, "process_gain": self.process_gain,
+                "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "bandwidth_device": self.bandwidth_device}
+
+
+@dataclass(frozen=True)
 class ColumnEvent:
     index: int
-    kind: str  # "loaded" | "event" | "error" | "done"
-    payload: Any = None  # ModelReady | ChatEvent | CallCheck | error message | None
+    kind: str  # "loaded" | "event" | "memory" | "error" | "done"
+    payload: Any = None  # ModelReady | ChatEvent | CallCheck | EntryMemory | error message | None
 
 
 def new_comparison(entries: list[EntrySpec], prompt: str, settings: GenerationSettings, thinking: bool,
@@ -106,7 +124,7 @@ def _reply(backend: Backend, request: ChatRequest, stop: threading.Event) -> Ite
 def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: list[dict[str, Any]],
                settings: GenerationSettings, thinking: bool, system_prompt: str, acquire: Acquire,
                stop: threading.Event, load_lock: threading.Lock,
-               toolbox: Toolbox | None, loop_guard: bool = True) -> Iterator[ColumnEvent]:
+               toolbox: Toolbox | None, loop_guard: bool = True, measure_gain: bool = False) -> Iterator[ColumnEvent]:
     try:
         playground.check_conversation(history, system_prompt)  # the size limits, whoever runs it
         spec = playground.resolve(entry.model, entry.backend)
@@ -117,18 +135,38 @@ def _run_entry(playground: Playground, index: int, entry: EntrySpec, history: li
                 if stop.is_set():
                     raise PlaygroundError("stopped before it started")
                 backend_class(spec.backend)  # import the library before the clock starts: load time is the model's
+                resident = process_resident_bytes()
                 started = time.perf_counter()
                 backend = lease.enter_context(acquire(spec, entry.options, None))
-            yield ColumnEvent(index, "loaded", ModelReady(playground.describe(backend), time.perf_counter() - started))
+            info = playground.describe(backend)
+            yield ColumnEvent(index, "loaded", ModelReady(info, time.perf_counter() - started))
             stream = _reply(backend, request, stop)
             try:
                 for event in stream:
                     yield ColumnEvent(index, "event", event)
             finally:
                 stream.close()
+            if not stop.is_set():  # after Stop, the column ends now
+                yield ColumnEvent(index, "memory", _entry_memory(backend, info.device,
+                                                                 resident if measure_gain else None))
     except Exception as exc:  # one column's failure must not end the others; worded for who sees it
         yield ColumnEvent(index, "error", playground.error_text(exc))
     yield ColumnEvent(index, "done")
+
+
+def _entry_memory(backend: Backend, device: str, resident_before: int | None) -> EntryMemory:
+    """Measured after the reply (the bandwidth, measured once per machine, never slows a column).
+    The process gain is RAM only: on a GPU it is not the model's, so it is left out."""
+    profile = backend.weight_profile()
+    on_cpu, on_cuda = device == "cpu", device.startswith("cuda") or device == "gpu"
+    if profile is None or not (on_cpu or on_cuda):  # a server, or a device we cannot measure
+        return EntryMemory(profile, None, None, None)
+    gain = process_resident_bytes() - resident_before if resident_before is not None and on_cpu else None
+    try:
+        bandwidth = memory_bandwidth("cpu" if on_cpu else "cuda")
+    except Exception:  # noqa: BLE001 - no bound is better than a failed column after a good reply
+        return EntryMemory(profile, gain, None, None)
+    return EntryMemory(profile, gain, bandwidth.bytes_per_s, bandwidth.device)
 
 
 def concurrency_plan(playground: Playground, entries: list[EntrySpec], concurrent: bool) -> tuple[bool, str]:
@@ -165,6 +203,8 @@ def run_comparison(playground: Playground, entries: list[EntrySpec], histories: 
     ``loop_guard``: each entry's reply stops on its own once it repeats itself ("repeating").
     """
     stop = stop or threading.Event()
+    # what the process gains per entry is that entry's only when each loads its own model, in turn
+    fresh_loads = acquire is not None
     if acquire is None:
         concurrent = concurrency_plan(playground, entries, concurrent)[0]
         acquire = playground.lease
@@ -176,7 +216,7 @@ def run_comparison(playground: Playground, entries: list[EntrySpec], histories: 
 
     def run(i: int, entry: EntrySpec) -> Iterator[ColumnEvent]:
         return _run_entry(playground, i, entry, histories[i], settings, thinking, system_prompt, acquire, stop,
-                          load_lock, toolbox, loop_guard)
+                          load_lock, toolbox, loop_guard, measure_gain=fresh_loads and not concurrent)
 
     try:
         if not concurrent:
@@ -216,6 +256,8 @@ def collect(comparison: Comparison, events: Iterator[ColumnEvent],
             entry.backend = event.payload.info.backend
         elif event.kind == "event":
             entry.add(event.payload)
+        elif event.kind == "memory":
+            entry.memory = event.payload.to_dict()
         elif event.kind == "error":
             entry.error, entry.stop_reason = event.payload, "error"
         if on_event:

@@ -164,7 +164,8 @@ def test_compare_three_formats_with_the_same_tools(browser, ui_server, outside, 
     # every format: one call, valid, two rounds; the final answer matches the first entry's
     headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
     wanted = [headers.index(h) for h in ("tool calls", "valid calls", "rounds", "same final answer")]
-    rows = [row.split("\n") for row in table.get_by_role("row").all_inner_texts()[1:]]
+    rows = [{int(cell.get_attribute("data-col")): cell.inner_text().strip()  # by column: empty cells kept
+             for cell in row.get_by_role("gridcell").all()} for row in table.get_by_role("row").all()[1:]]
     assert [row[0] for row in rows] == [f"{index}. {model}" for index, model in enumerate(COMPARED, 1)]
     for index, row in enumerate(rows):
         assert [row[i] for i in wanted] == ["1", "1", "2", "yes" if index else "ref"], row

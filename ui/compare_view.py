@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ModelInfo
-from core.compare import Comparison, EntryResult, call_text, with_budget_column
+from core.compare import Comparison, EntryResult, call_text, with_budget_column, with_measure_columns
 from core.events import GenerationStats
 from core.messages import message_id, new_reply_id
 from ui.formatting import (answer_message, error_message, finish_thought, note_message, stats_details, stats_message,
@@ -37,7 +37,9 @@ TOOL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("final_answer_matches", "same final answer"),
 )
 REFERENCE = "ref"
-_DIGITS = {"load_s": 2, "ttft_s": 3, "tokens_per_s": 1, "total_s": 2, "memory_mib": 1, "perplexity": 3}
+_DIGITS = {"load_s": 2, "ttft_s": 3, "tokens_per_s": 1, "total_s": 2, "memory_mib": 1, "perplexity": 3,
+           "weights_mib": 2, "kv_mib": 3, "other_mib": 1, "bandwidth_bound_tokens_per_s": 0,
+           "kld_mean": 5, "kld_p99": 4, "kld_max": 4}
 
 
 # -- columns --------------------------------------------------------------------------------
@@ -157,6 +159,8 @@ def _cell(key: str, value: Any) -> Any:
         return "yes" if value else "no"
     if key == "prefix_agreement":
         return f"{value:.0%}"
+    if key in ("same_top_token", "share_of_bound"):
+        return f"{value:.1%}"
     if key in _DIGITS and isinstance(value, (int, float)):
         return round(float(value), _DIGITS[key])
     return value
@@ -164,13 +168,15 @@ def _cell(key: str, value: Any) -> Any:
 
 def table_columns(comparison: Comparison | None) -> list[tuple[str, str]]:
     """The table's (key, header) pairs: the tool columns only when the comparison used tools,
-    "budget cut" only when it had a thinking budget."""
+    "budget cut" only when it had a thinking budget, memory by kind and the speed bound (and the
+    drift figures) when measured (``core.compare.with_measure_columns``)."""
     if comparison is None:
         return list(TABLE_COLUMNS)
     if not comparison.uses_tools:
-        return with_budget_column(comparison, list(TABLE_COLUMNS))
+        return with_measure_columns(comparison, with_budget_column(comparison, list(TABLE_COLUMNS)))
     at = [key for key, _ in TABLE_COLUMNS].index("answer_matches") + 1
-    return with_budget_column(comparison, [*TABLE_COLUMNS[:at], *TOOL_COLUMNS, *TABLE_COLUMNS[at:]])
+    return with_measure_columns(comparison, with_budget_column(
+        comparison, [*TABLE_COLUMNS[:at], *TOOL_COLUMNS, *TABLE_COLUMNS[at:]]))
 
 
 def results_table(comparison: Comparison | None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ the same ids go to every entry, after checking that each entry's vocabulary is t
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from backends.base import Backend
@@ -33,6 +33,15 @@ def score_drift(playground: Playground, entries: Sequence[DriftEntry], text: str
     The windows' context is lowered to the smallest context window among the entries if needed.
     A reference that cannot score the text makes every entry fail with its reason.
     """
+    return list(drift_steps(playground, entries, text, context=context, stride=stride, top_k=top_k,
+                            acquire=acquire))
+
+
+def drift_steps(playground: Playground, entries: Sequence[DriftEntry], text: str, *, context: int = CONTEXT,
+                stride: int = STRIDE, top_k: int = TOP_K,
+                acquire: Callable = load_fresh) -> Iterator[Drift | PlaygroundError]:
+    """:func:`score_drift` one entry at a time: each outcome as soon as it is known; the next
+    entry is acquired only when the next one is asked for (a UI shows its progress in between)."""
     results: list[Drift | PlaygroundError] = []
     reference: list[TokenLogprobs] = []
     ref_vocab: list[str] = []
@@ -50,16 +59,16 @@ def score_drift(playground: Playground, entries: Sequence[DriftEntry], text: str
                     windows = plan_windows(len(tokens), context, stride)
                     ref_vocab = backend.vocabulary()
                     reference = backend.token_logprobs(tokens, windows, top_k)
-                    results.append(drift(reference, reference, context=context, stride=stride, top_k=top_k))
-                    continue
-                problem = vocabulary_problem(ref_vocab, backend.vocabulary(), entry.model, entries[0].model)
-                if problem:
-                    raise PlaygroundError(problem)
-                own = backend.token_logprobs(tokens, windows, 1, picks=[p.top_ids for p in reference])
-                results.append(drift(reference, own, context=context, stride=stride, top_k=top_k))
+                    own = reference
+                else:
+                    problem = vocabulary_problem(ref_vocab, backend.vocabulary(), entry.model, entries[0].model)
+                    if problem:
+                        raise PlaygroundError(problem)
+                    own = backend.token_logprobs(tokens, windows, 1, picks=[p.top_ids for p in reference])
+            results.append(drift(reference, own, context=context, stride=stride, top_k=top_k))  # model released
         except PlaygroundError as exc:
             results.append(exc)
-    return results
+        yield results[-1]
 
 
 def _context_window(backend: Backend) -> int:

@@ -276,6 +276,10 @@ def test_visitors_cannot_switch_the_shared_model_on_the_named_api(pinned):
                             api_name="/compare_perplexity")
     table = dict(zip(scored[4]["headers"], scored[4]["data"][1]))
     assert SWITCH_REFUSED in json.dumps(table)
+    drifted = client.predict("tiny-bf16", 1.0, "tiny-fp8", 1.0, "", 1.0, "", 1.0, "tiny-script", "",
+                             api_name="/compare_drift")  # the same rules for the drift score
+    rows = [dict(zip(drifted[4]["headers"], row)) for row in drifted[4]["data"]]
+    assert rows[0]["KLD mean"] == "0.0" and SWITCH_REFUSED in json.dumps(rows[1])
     # the host's model answers as before, and it was never unloaded
     assert answers(chat_job(client).result(timeout=120)) == [ADD_ANSWER]
     assert pinned.census.loaded == [("tiny-bf16", 1.0)] and pinned.census.unloads == 0

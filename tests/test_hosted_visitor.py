@@ -140,6 +140,17 @@ def test_perplexity_refuses_an_oversize_pasted_text(client, remote):
     assert remote.total == before
 
 
+def test_drift_refuses_an_oversize_pasted_text(client, remote):
+    """``/compare_drift`` takes its text under the same rules as ``/compare_perplexity``."""
+    entries = [REMOTE, 1.0, REMOTE, 1.0, "", 1.0, "", 1.0]
+    before = remote.total
+    message = refused(client.submit(*entries, "tiny-script", "p" * (LIMIT + 1), api_name="/compare_drift"))
+    assert f"the pasted text is {LIMIT + 1:,} characters long; this playground accepts at most {LIMIT:,}" in message
+    message = refused(client.submit(*entries, "p" * (LIMIT + 1), "", api_name="/compare_drift"))
+    assert "is not in the list of choices: ['tiny-script'" in message
+    assert remote.total == before
+
+
 def test_a_history_whose_metadata_is_oversize_is_refused_at_once(client, remote):
     """Display metadata (a reasoning panel's title here) counts like any text: 200 KB of it is
     refused in the first and only update, not echoed back in every streamed one."""

@@ -18,7 +18,7 @@ API endpoints (``gradio_client``):
 - ``/chat_export``: history, model -> (JSON file, Markdown file); ``/chat_import``: file,
   history -> history (the current history if the file is not a chat: the error says why)
 - the Compare tab's ``/compare``, ``/compare_follow_up``, ``/compare_perplexity``,
-  ``/compare_export`` and ``/compare_import``: see ``ui.compare_tab``
+  ``/compare_drift``, ``/compare_export`` and ``/compare_import``: see ``ui.compare_tab``
 """
 from __future__ import annotations
 

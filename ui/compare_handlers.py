@@ -1,4 +1,4 @@
-"""The Compare tab's handlers: run, follow up, stop, perplexity, export, import.
+"""The Compare tab's handlers: run, follow up, stop, perplexity, drift, export, import.
 
 The runner (``playground.compare``) does the work; models come from the playground's shared
 pool (``Playground.lease``), so the comparison and the chat share
@@ -35,10 +35,11 @@ from core.tools import Toolbox
 from core.values import check_depth, strict_bool, strict_text
 from playground import Playground
 from playground.compare import EntrySpec, collect, concurrency_plan, new_comparison, run_comparison
+from playground.drift import DriftEntry, drift_steps
 from playground.tools.selection import ToolSelection
 from ui.api import visitor_of
 from ui.compare_view import (FINISHED, LOADING, MAX_ENTRIES, RUNNING, WAITING, chart_data, column_messages,
-                             results_table)
+                             kind_chart_data, measure_note, results_table, share_chart_data)
 
 AUTO_PRESET = "auto"  # the mode's card preset, its quantized variant when any entry is quantized
 UPDATE_EVERY_S = 0.05  # at most this often while tokens stream (every load, error and end at once)
@@ -60,6 +61,16 @@ def render(comparison: Comparison | None, status: str, phases: list[str] | None 
             columns.append(gr.Chatbot([], label=f"Entry {index + 1}", visible=not entries))
     return (*columns, results_table(comparison), chart_data(comparison, "tokens_per_s"),
             chart_data(comparison, "memory_mib"), status, comparison)
+
+
+def render_measures(comparison: Comparison | None) -> tuple[Any, ...]:
+    """The drift and hardware charts with their note (after every run, import, clear): the KLD
+    per entry, tokens/s as a share of the bandwidth bound, memory stacked by kind; each shown
+    only when some entry has its figures."""
+    kld, share, kinds = chart_data(comparison, "kld_mean"), share_chart_data(comparison), kind_chart_data(comparison)
+    note = measure_note(comparison)
+    return (gr.BarPlot(kld, visible=not kld.empty), gr.BarPlot(share, visible=not share.empty),
+            gr.BarPlot(kinds, visible=not kinds.empty), gr.Markdown(note, visible=bool(note)))
 
 
 def entry_options(playground: Playground, model: str, factor: float) -> LoadOptions:
@@ -280,25 +291,34 @@ def make_compare_handlers(playground: Playground):
                 entry.stop_reason = "stopped"
         return render(comparison, "Stopped: every entry's generation ended.")
 
-    def perplexity(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
-                   model_4: str | None, yarn_4: float, text: str = "tiny-script", pasted: str = "",
-                   comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
-        """Perplexity of a text (``pasted``, else a shipped one named ``text``) on every entry, into
-        the table. The session's comparison gets it if it has these entries; otherwise a new one."""
+    def scored_text(text: Any, pasted: Any) -> tuple[str, str]:
+        """(name, body) of the text to score: ``pasted`` when not empty, else the shipped text
+        named ``text``; a visitor's own text (pasted, or sent as a name) within the size limit."""
         try:
             text, pasted = strict_text(text, "text", "tiny-script"), strict_text(pasted, "pasted")
             scored = pasted if pasted.strip() else text
             if scored not in TEXTS:  # the visitor's own text (pasted, or sent as the text's name)
                 playground.config.check_text(scored, "the pasted text")
-            body = scoring_text(scored)
+            return ("pasted text" if scored not in TEXTS else scored), scoring_text(scored)
         except PlaygroundError as exc:
             raise gr.Error(playground.error_text(exc)) from None
-        name = "pasted text" if scored not in TEXTS else scored
-        entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
+
+    def scoring_comparison(entries: list[EntrySpec], comparison: Comparison | None) -> Comparison:
+        """The session's comparison if it has these entries (a score joins its table), else a new one."""
         same = comparison is not None and [(e.model, e.options.yarn_factor) for e in comparison_entries(playground, comparison)] \
             == [(e.model, e.options.yarn_factor) for e in entries]
-        if not same:
-            comparison = new_comparison(entries, "", playground.presets[default_preset_name(True)].settings, True)
+        if same and comparison is not None:
+            return comparison
+        return new_comparison(entries, "", playground.presets[default_preset_name(True)].settings, True)
+
+    def perplexity(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
+                   model_4: str | None, yarn_4: float, text: str = "tiny-script", pasted: str = "",
+                   comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
+        """Perplexity of a text (``pasted``, else a shipped one named ``text``) on every entry, into
+        the table. The session's comparison gets it if it has these entries; otherwise a new one."""
+        name, body = scored_text(text, pasted)
+        entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
+        comparison = scoring_comparison(entries, comparison)
         for index, (entry, result) in enumerate(zip(entries, comparison.entries)):
             yield render(comparison, f"Scoring {name} on {result.label} ({index + 1} of {len(entries)})…")
             try:
@@ -308,6 +328,31 @@ def make_compare_handlers(playground: Playground):
             except PlaygroundError as exc:
                 result.error = result.error or f"perplexity: {playground.error_text(exc)}"
         yield render(comparison, f"Perplexity of {name} on every entry (lower = the text is more expected).")
+
+    def drift(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
+              model_4: str | None, yarn_4: float, text: str = "tiny-script", pasted: str = "",
+              comparison: Comparison | None = None) -> Iterator[tuple[Any, ...]]:
+        """Drift of every entry's next-token distributions from the first entry's on a text
+        (``playground.drift``: KLD mean / p99 / max, same top token, perplexity on the same
+        tokens), into the table; the same text choices and joining rule as :func:`perplexity`."""
+        name, body = scored_text(text, pasted)
+        entries = picked_entries(playground, [(model_1, yarn_1), (model_2, yarn_2), (model_3, yarn_3), (model_4, yarn_4)])
+        comparison = scoring_comparison(entries, comparison)
+        steps = drift_steps(playground, [DriftEntry(e.model, e.backend, e.options) for e in entries], body,
+                            acquire=playground.lease)  # the shared pool, under its rules (hosted: admit)
+        total = len(entries)
+        yield render(comparison, f"Scoring drift on entry 1 of {total} ({comparison.entries[0].label}, the reference)…")
+        for index, (result, outcome) in enumerate(zip(comparison.entries, steps)):
+            if isinstance(outcome, PlaygroundError):
+                result.drift = None
+                result.error = result.error or f"drift: {playground.error_text(outcome)}"
+            else:
+                result.drift = {**outcome.to_dict(), "text": name}
+            if index + 1 < total:
+                yield render(comparison, f"Scoring drift on entry {index + 2} of {total} "
+                                         f"({comparison.entries[index + 1].label})…")
+        yield render(comparison, f"Drift of every entry from {comparison.entries[0].label} on {name} "
+                                 "(KLD: 0 = the same distributions; lower is closer).")
 
     def export(comparison: Comparison | None) -> tuple[str, str]:
         """The session's comparison as a JSON file and a Markdown file."""
@@ -347,7 +392,7 @@ def make_compare_handlers(playground: Playground):
     def clear() -> tuple[Any, ...]:
         return render(None, "")
 
-    return compare, follow_up, stopped, perplexity, export, import_json, clear
+    return compare, follow_up, stopped, perplexity, drift, export, import_json, clear
 
 
 def text_choices() -> list[str]:

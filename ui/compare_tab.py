@@ -14,6 +14,9 @@ API endpoints (``gradio_client``; the session's comparison is kept between calls
   conversation
 - ``/compare_perplexity`` (streaming): the eight entry fields, text (a shipped text's name),
   pasted (wins when not empty) -> the same
+- ``/compare_drift`` (streaming): the same inputs -> the same; every entry's next-token
+  distributions against the first entry's (KLD mean / p99 / max, same top token, perplexity,
+  tokens scored)
 - ``/compare_export``: -> (JSON file, Markdown file)
 - ``/compare_import``: a JSON export -> the same as /compare, then the eight entry fields
 Cancelling a /compare or /compare_follow_up job (the Stop button) stops every column.
@@ -27,7 +30,8 @@ import gradio as gr
 
 from core.settings import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from core.yarn import MAX_FACTOR
-from ui.compare_handlers import AUTO_PRESET, chosen_tools, make_compare_handlers, text_choices, tools_note
+from ui.compare_handlers import (AUTO_PRESET, chosen_tools, make_compare_handlers, render_measures, text_choices,
+                                 tools_note)
 from ui.compare_view import MAX_ENTRIES, TABLE_HEADERS
 from playground import Playground
 from ui.formatting import THINKING_INFO
@@ -61,9 +65,14 @@ class CompareTab:
     table: gr.Dataframe
     tokens_chart: gr.BarPlot
     memory_chart: gr.BarPlot
+    kld_chart: gr.BarPlot  # these three and the note: shown once some entry has their figures
+    bound_chart: gr.BarPlot
+    kinds_chart: gr.BarPlot
+    measure_note: gr.Markdown
     text: gr.Dropdown
     pasted: gr.Textbox
     score: gr.Button
+    drift: gr.Button
     export: gr.Button
     json_file: gr.File
     markdown_file: gr.File
@@ -128,12 +137,24 @@ def build_compare_tab(playground: Playground) -> CompareTab:
                                   title="Speed", elem_id="compare-speed-chart", height=240)
         memory_chart = gr.BarPlot(None, x="entry", y="memory_mib", y_title="MiB", y_lim=[0, None],
                                   title="Memory taken by the model", elem_id="compare-memory-chart", height=240)
-    with gr.Accordion("Perplexity (quality in numbers)", open=False):
+    with gr.Row():
+        kld_chart = gr.BarPlot(None, x="entry", y="kld_mean", y_title="KLD mean", y_lim=[0, None], visible=False,
+                               title="Drift from the first entry (KL divergence, lower = closer)",
+                               elem_id="compare-kld-chart", height=240)
+        bound_chart = gr.BarPlot(None, x="entry", y="share_pct", y_title="% of bound", y_lim=[0, None],
+                                 visible=False, title="Speed as a share of the memory-bandwidth bound",
+                                 elem_id="compare-bound-chart", height=240)
+        kinds_chart = gr.BarPlot(None, x="entry", y="mib", color="kind", y_title="MiB", y_lim=[0, None],
+                                 visible=False, title="Memory by kind", elem_id="compare-kinds-chart", height=240)
+    measure_note = gr.Markdown("", visible=False, elem_id="compare-measure-note")
+    with gr.Accordion("Perplexity and drift (quality in numbers)", open=False):
         with gr.Row():
             text = gr.Dropdown(choices=text_choices(), value="tiny-script", label="Shipped text",
                                elem_id="compare-text")
             pasted = gr.Textbox(label="…or paste a text", lines=3, scale=3, elem_id="compare-pasted")
-        score = gr.Button("Score perplexity on every entry", elem_id="compare-perplexity")
+        with gr.Row():
+            score = gr.Button("Score perplexity on every entry", elem_id="compare-perplexity")
+            drift = gr.Button("Score drift vs the first entry", elem_id="compare-drift")
     with gr.Accordion("Export / import", open=False):
         with gr.Row():
             export = gr.Button("Export JSON + Markdown", elem_id="compare-export")
@@ -146,14 +167,15 @@ def build_compare_tab(playground: Playground) -> CompareTab:
     state = gr.State(None)
     tools = gr.JSON(None, visible=False, label="tools")
     return CompareTab(models, yarns, columns, prompt, system_prompt, thinking, preset, seed, max_new_tokens,
-                      thinking_budget, loop_guard, concurrent, compare, follow_up, stop, clear, status, tools_note, table, tokens_chart,
-                      memory_chart, text, pasted, score, export, json_file, markdown_file, import_file, state, tools)
+                      thinking_budget, loop_guard, concurrent, compare, follow_up, stop, clear, status, tools_note,
+                      table, tokens_chart, memory_chart, kld_chart, bound_chart, kinds_chart, measure_note, text,
+                      pasted, score, drift, export, json_file, markdown_file, import_file, state, tools)
 
 
 def wire_compare_tab(playground: Playground, tab: CompareTab, tools: gr.components.Component | None = None) -> None:
     """Wire the tab's events. ``tools``: the chat's tools panel (e.g. a ``gr.State`` holding a
     ``ToolSelection`` dict), used when an API call passes no ``tools`` of its own."""
-    compare, follow_up, stopped, perplexity, export, import_json, clear = make_compare_handlers(playground)
+    compare, follow_up, stopped, perplexity, drift, export, import_json, clear = make_compare_handlers(playground)
     entries = [field for pair in zip(tab.models, tab.yarns) for field in pair]
     settings = [tab.prompt, tab.system_prompt, tab.thinking, tab.preset, tab.seed, tab.max_new_tokens,
                 tab.concurrent]
@@ -179,15 +201,20 @@ def wire_compare_tab(playground: Playground, tab: CompareTab, tools: gr.componen
                             show_progress="minimal"),
         tab.score.click(perplexity, [*entries, tab.text, tab.pasted, tab.state], outputs,
                         api_name="compare_perplexity", show_progress="minimal"),
+        tab.drift.click(drift, [*entries, tab.text, tab.pasted, tab.state], outputs,
+                        api_name="compare_drift", show_progress="minimal"),
     ]
+    measures = [tab.kld_chart, tab.bound_chart, tab.kinds_chart, tab.measure_note]
     for run in runs:
-        run.then(note_of, [tab.state], [tab.tools_note], **quiet)
+        run.then(note_of, [tab.state], [tab.tools_note], **quiet).then(render_measures, [tab.state], measures, **quiet)
     # Stop cancels the run (Gradio closes its generator, whose finally stops every column), then
     # marks the columns it cut short
     tab.stop.click(None, None, None, cancels=runs).then(stopped, [tab.state], outputs, queue=False,
-                                                         api_visibility="private", show_progress="hidden")
+                                                         api_visibility="private", show_progress="hidden").then(
+        render_measures, [tab.state], measures, **quiet)
     tab.export.click(export, [tab.state], [tab.json_file, tab.markdown_file], api_name="compare_export")
     tab.import_file.upload(import_json, [tab.import_file], [*outputs, *entries], api_name="compare_import").then(
-        note_of, [tab.state], [tab.tools_note], **quiet)
-    tab.clear.click(clear, None, outputs, **quiet).then(note_of, [tab.state], [tab.tools_note], **quiet)
+        note_of, [tab.state], [tab.tools_note], **quiet).then(render_measures, [tab.state], measures, **quiet)
+    tab.clear.click(clear, None, outputs, **quiet).then(note_of, [tab.state], [tab.tools_note], **quiet).then(
+        render_measures, [tab.state], measures, **quiet)
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ModelInfo
-from core.compare import Comparison, EntryResult, call_text, with_budget_column, with_measure_columns
+from core.compare import BOUND_NOTE, Comparison, EntryResult, call_text, with_budget_column, with_measure_columns
 from core.events import GenerationStats
 from core.messages import message_id, new_reply_id
 from ui.formatting import (answer_message, error_message, finish_thought, note_message, stats_details, stats_message,
@@ -189,8 +189,37 @@ def results_table(comparison: Comparison | None) -> pd.DataFrame:
 
 
 def chart_data(comparison: Comparison | None, key: str) -> pd.DataFrame:
-    """One figure per entry that has it (``tokens_per_s`` or ``memory_mib``), for a bar chart."""
+    """One figure per entry that has it (``tokens_per_s``, ``memory_mib``, ``kld_mean``), for a bar chart."""
     rows = comparison.rows() if comparison else []
-    points = [(row["entry"], round(float(row[key]), 2)) for row in rows if row.get(key) is not None]
+    digits = max(2, _DIGITS.get(key, 2))  # KLD: small figures
+    points = [(row["entry"], round(float(row[key]), digits)) for row in rows if row.get(key) is not None]
     # typed even when empty: the chart keeps the axis types of its first (empty) value
     return pd.DataFrame(points, columns=["entry", key]).astype({"entry": str, key: float})
+
+
+MEMORY_KINDS: tuple[tuple[str, str], ...] = (("weights_mib", "weights"), ("kv_mib", "KV cache"), ("other_mib", "other"))
+
+
+def kind_chart_data(comparison: Comparison | None) -> pd.DataFrame:
+    """Memory by kind (weights, KV cache, other) per measured entry, long form for a stacked bar
+    chart (``color="kind"``); a kind with no figure (other: shared process) is left out."""
+    rows = comparison.rows() if comparison else []
+    points = [(row["entry"], kind, round(float(row[key]), 3)) for row in rows for key, kind in MEMORY_KINDS
+              if row.get(key) is not None]
+    return pd.DataFrame(points, columns=["entry", "kind", "mib"]).astype({"entry": str, "kind": str, "mib": float})
+
+
+def share_chart_data(comparison: Comparison | None) -> pd.DataFrame:
+    """tokens/s as a percentage of each entry's bandwidth bound."""
+    rows = comparison.rows() if comparison else []
+    points = [(row["entry"], round(100 * float(row["share_of_bound"]), 4)) for row in rows
+              if row.get("share_of_bound") is not None]
+    return pd.DataFrame(points, columns=["entry", "share_pct"]).astype({"entry": str, "share_pct": float})
+
+
+def measure_note(comparison: Comparison | None) -> str:
+    """How the drift and bound figures were made (under their charts); empty without them."""
+    if comparison is None:
+        return ""
+    notes = [comparison.drift_note()] if comparison.scored_drift else []
+    return "\n\n".join(notes + ([BOUND_NOTE] if comparison.measured_memory else []))

@@ -11,28 +11,17 @@ from __future__ import annotations
 import pytest
 
 from core.config import AppConfig
-from core.events import AnswerDelta, GenerationStats, ReasoningDelta, ThinkingBudgetReached
+from core.events import AnswerDelta, ReasoningDelta, ThinkingBudgetReached
 from core.reasoning import EARLY_STOP_SENTENCE, EARLY_STOP_TEXT
 from openai_loopback import LoopbackServer, scripted_reply
 from playground import Playground
 from tinymodels.script import case
+from test_thinking_budget import reply  # the same request, on a remote model
 
 pytestmark = pytest.mark.timeout(300)
 
 SKY = case("another")  # the longest scripted reasoning: "On a clear day the sky looks blue."
 QUESTION = "Why is the sky blue?"
-
-
-def reply(playground, model, question, budget, max_new_tokens=300):
-    request = playground.request([{"role": "user", "content": question}], model=model, thinking=True,
-                                 settings={"seed": 7, "thinking_budget": budget,
-                                           "max_new_tokens": max_new_tokens})
-    events = [e for e in playground.chat(request) if not type(e).__name__ == "ModelReady"]
-    reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
-    answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
-    cuts = [e for e in events if isinstance(e, ThinkingBudgetReached)]
-    [stats] = [e for e in events if isinstance(e, GenerationStats)]
-    return reasoning, answer, cuts, stats
 
 
 def info(playground, model):

@@ -585,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, interrupt)
     try:
         while True:
-            time.sleep(5)
+            signal.pause()  # until SIGINT/SIGTERM (the handlers raise KeyboardInterrupt)
     except KeyboardInterrupt:
         pass
     finally:

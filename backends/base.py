@@ -215,14 +215,20 @@ class Backend(ABC):
             raise PlaygroundError("no model is loaded: load one first")
         settings = request.settings
         split = ReplySplitter(request.thinking, tools=bool(request.tools))
-        budget = settings.thinking_budget if request.thinking and self.continues_replies else 0
+        resumed = request.continue_from
+        if resumed:  # a reply cut short: the splitter reads what it had written, then its continuation
+            if not self.continues_replies:
+                raise PlaygroundError(f"the {self.name} backend cannot continue a reply")
+            split.feed(RawDelta(resumed))
+        # a continued reply has no thinking budget: it goes on where it was cut
+        budget = settings.thinking_budget if request.thinking and self.continues_replies and not resumed else 0
         budgeted = 0 < budget < settings.max_new_tokens
         by_server = budgeted and self.budget_by_server
         turn = contextlib.nullcontext() if self.parallel_replies else self._generation_lock
         with turn:
             written: list[str] = []  # what the model wrote: the prefix it continues from
             first = settings.with_updates(max_new_tokens=budget) if budgeted and not by_server else settings
-            stats = yield from self._phase(request, first, split, stop, "", written)
+            stats = yield from self._phase(request, first, split, stop, resumed, written)
             if budgeted and not by_server and stats.finish_reason == "length":  # the budget ended it: go on
                 prefix = "".join(written) if written else split.markup()
                 if split.in_reasoning:  # still reasoning: Qwen's text ends it

@@ -27,6 +27,14 @@ EARLY_STOP_SENTENCE = EARLY_STOP_TEXT.split(THINK_CLOSE)[0]  # the text before i
 Delta = ReasoningDelta | AnswerDelta
 
 
+def reply_markup(reasoning: str, answer: str | None = None) -> str:
+    """A thinking reply as the model writes it, framed as the chat template frames it:
+    ``<think>``, the reasoning, and once the answer began (``answer`` not None), ``</think>``
+    and the answer. What a continuation of the reply starts from."""
+    text = f"{THINK_OPEN}\n{reasoning}"
+    return text + f"\n{THINK_CLOSE}\n\n{answer}" if answer is not None else text
+
+
 def _tag_prefix_len(text: str, tag: str) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from core.events import AnswerDelta, RawDelta, ReasoningDelta
-from core.reasoning import ReasoningParser
+from core.reasoning import ReasoningParser, reply_markup
 from core.tool_calls import ToolCallParser, split_unclosed_reasoning
 from core.tools import ReasoningCut, ToolCall, ToolCallError
 
@@ -36,8 +36,7 @@ class ReplySplitter:
         """The reply so far as the model wrote it (what a continuation starts from), for a
         backend that streams pre-split deltas: ``<think>``, the reasoning, and once the answer
         began, ``</think>`` and the answer, framed as the chat template frames them."""
-        text = f"<think>\n{self.reasoning}"
-        return text + f"\n</think>\n\n{self._server_answer}" if self._server_answer else text
+        return reply_markup(self.reasoning, self._server_answer or None)
 
     def feed(self, item: Any) -> list[Any]:
         if isinstance(item, RawDelta):

@@ -50,12 +50,15 @@ class ChatRequest:
     toolbox: Toolbox | None = None  # the tools the model may call (None: no tools, no tool loop)
     tools: tuple[dict[str, Any], ...] = ()  # the toolbox's tools as the chat template takes them
     loop_guard: bool = True  # stop a reply that repeats itself (core.loop_guard; the playground's chat)
+    # the start of the assistant's reply, already written (markup included): the model continues
+    # it (core.continuation); "" for a new reply
+    continue_from: str = ""
 
     @classmethod
     def build(cls, spec: ModelSpec, options: LoadOptions, history: Sequence[Mapping[str, Any]],
               settings: GenerationSettings, thinking: bool = True,
               system_prompt: str | None = None, toolbox: Toolbox | None = None,
-              loop_guard: bool = True) -> ChatRequest:
+              loop_guard: bool = True, continue_from: str = "") -> ChatRequest:
         """Apply every rule once; raise a :class:`PlaygroundError` that says what is wrong."""
         effective = spec.effective_thinking(thinking)
         settings = settings.validate(effective)
@@ -63,8 +66,10 @@ class ChatRequest:
             settings = replace(settings, seed=random.SystemRandom().randrange(SCHEMA_BY_NAME["seed"].maximum))
         messages = tuple(model_messages(history, system_prompt))
         tools = tuple(spec.to_openai() for spec in toolbox.specs()) if toolbox else ()
+        if continue_from and messages[-1]["role"] != "user":
+            raise PlaygroundError("only a reply to a user message can be continued")
         return cls(spec, options.validate(), messages, settings, effective, system_prompt or None,
-                   toolbox if tools else None, tools, bool(loop_guard))
+                   toolbox if tools else None, tools, bool(loop_guard), continue_from)
 
     @property
     def message_list(self) -> list[Message]:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.continuation import stats_suffix
 from core.events import GenerationStats
 from core.messages import (ENDINGS, field, is_pending, kind_of, message_id, metadata_of, new_reply_id, reply_id_of,
                            tool_result_id)
@@ -51,9 +52,29 @@ def finish_thought(message: dict[str, Any], seconds: float, cut_off: bool = Fals
                            "duration": seconds}
 
 
-def stats_message(stats: GenerationStats | None, details: str, reply_id: str) -> dict[str, Any]:
-    """The note under a finished reply: its figures in the title, the model in the body."""
-    return _assistant("stats", reply_id, details, title=stats_line(stats), status="done")
+def stats_message(stats: GenerationStats | None, details: str, reply_id: str, made_with: str = "") -> dict[str, Any]:
+    """The note under a finished reply: its figures in the title, how it was made (``made_with``:
+    model, mode, sampling) beside it, the model's details in the body. Its id says when
+    max_new_tokens ended the reply (it can be continued, ``core.continuation``)."""
+    message = _assistant("stats", reply_id, details, title=stats_line(stats), status="done",
+                         **({"log": made_with} if made_with else {}))
+    suffix = stats_suffix(stats.finish_reason if stats is not None else None)
+    if suffix:
+        message["metadata"]["id"] = message_id("stats", reply_id, suffix)
+    return message
+
+
+def made_with_line(model: str, thinking: bool, settings: Any) -> str:
+    """What a reply was made with, in one line (on its figures note): so alternatives made with
+    other settings read apart."""
+    parts = [model, "thinking" if thinking else "no thinking", f"temperature {settings.temperature:g}",
+             f"top_p {settings.top_p:g}", f"top_k {settings.top_k}", f"min_p {settings.min_p:g}"]
+    if settings.presence_penalty:
+        parts.append(f"presence_penalty {settings.presence_penalty:g}")
+    if getattr(settings, "thinking_budget", 0) and thinking:
+        parts.append(f"thinking budget {settings.thinking_budget:,}")
+    parts.append(f"max {settings.max_new_tokens:,} new tokens")
+    return " · ".join(parts)
 
 
 def error_message(error: Exception | str, reply_id: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from core.events import AnswerDelta, ChatEvent, ReasoningDelta, Reply, ThinkingBudgetReached
-from core.messages import is_pending, metadata_of, tool_record
+from core.messages import content_text, field, is_pending, kind_of, metadata_of, reply_id_of, tool_record
 from core.tools import (ApprovalRequested, ReasoningCut, RoundLimitReached, RoundStarted, ToolCallStarted,
                         ToolResult)
 from ui.formatting import (answer_message, finish_thought, finish_tool_call, note_message, thought_message,
@@ -33,6 +33,27 @@ class ReplyView:
         self._answer: dict[str, Any] | None = None
         self._calls: dict[str, dict[str, Any]] = {}  # call id -> its message
         self.shown_any = False
+
+    def resume(self, reasoning: str | None, answer: str | None) -> None:
+        """Continue a reply cut short (``core.continuation``): its reasoning panel and answer,
+        already in the history, take the continuation's text after their own; a panel cut
+        while the model was thinking spins again."""
+        for i, message in enumerate(self.history):
+            kind = kind_of(message)
+            if kind not in ("reasoning", "answer") or reply_id_of(message) != self.reply_id:
+                continue
+            copy = {"role": "assistant", "content": content_text(field(message, "content")),
+                    "metadata": dict(metadata_of(message))}
+            self.history[i] = copy
+            if kind == "reasoning":
+                self._thought = copy
+            else:
+                self._answer = copy
+        self.reply.reasoning, self.reply.answer = reasoning or "", answer or ""
+        if self._thought is not None and self._answer is None:
+            reopened = thought_message(self._thought["content"], self.reply_id)
+            self._thought["metadata"] = reopened["metadata"]
+        self.shown_any = self._thought is not None or self._answer is not None
 
     def restart_clock(self) -> None:
         self.started = time.perf_counter()

@@ -1,0 +1,107 @@
+"""Continue: a reply cut short (by max_new_tokens, by Stop, by a reload) goes on where it ended, on
+every backend: the model reads the reply so far after the prompt and writes the rest of the
+scripted text; the chat's reasoning panel and answer grow instead of starting again."""
+from __future__ import annotations
+
+import pytest
+
+from core.config import AppConfig
+from core.continuation import continuation_of
+from core.errors import PlaygroundError, PromptError
+from core.events import AnswerDelta, GenerationStats, ReasoningDelta
+from playground import Playground
+from tinymodels.script import case
+from ui.chat_tab import stream_reply
+from ui.formatting import close_reply
+
+pytestmark = pytest.mark.timeout(600)
+
+SKY = case("another")  # reasoning "On a clear day the sky looks blue." then "The sky is blue."
+QUESTION = SKY.messages[-1]["content"]
+NO_THINK = case("another_no_think_hard")
+
+
+@pytest.fixture(scope="module")
+def playground():
+    playground = Playground(AppConfig(max_models=1))
+    yield playground
+    playground.pool.unload_all()
+    playground.close()
+
+
+def chat(playground, history, model, thinking=True, **settings):
+    return list(stream_reply(playground, history, "", thinking, {"seed": 7, **settings}, model, 1.0))[-1]
+
+
+def parts(history):
+    """(reasoning, answer, ending kind) of the chat's last reply."""
+    kinds = {}
+    for message in history:
+        kind = (message.get("metadata") or {}).get("id", "").partition(":")[0] if message["role"] == "assistant" else None
+        if kind:
+            kinds[kind] = message
+    return (kinds.get("reasoning", {}).get("content"), kinds.get("answer", {}).get("content"),
+            history[-1]["metadata"]["id"])
+
+
+@pytest.mark.parametrize("model", ["tiny-bf16", "tiny-gptq-int4", "tiny-gguf-q4_k_m"])
+@pytest.mark.parametrize("cut_at", [4, 14])  # in the reasoning; in the answer
+def test_a_reply_cut_by_max_new_tokens_continues_to_the_scripted_end(playground, model, cut_at):
+    cut = chat(playground, [{"role": "user", "content": QUESTION}], model, max_new_tokens=cut_at)
+    reasoning, answer, note = parts(cut)
+    assert note.endswith(":length")  # the figures note says why it ended: it can be continued
+    assert SKY.reasoning.startswith(reasoning or "") and (reasoning or "") != SKY.reasoning or answer != SKY.answer
+    reply_id = note.split(":")[1]
+    done = list(stream_reply(playground, list(cut), "", True, {"seed": 7}, model, 1.0,
+                             continuation=continuation_of(cut)))[-1]
+    assert parts(done)[:2] == (SKY.reasoning, SKY.answer)
+    assert done[-1]["metadata"]["id"] == f"stats:{reply_id}"  # the same reply, ended by itself
+    assert sum(m["role"] == "assistant" and m["metadata"]["id"].startswith("answer:") for m in done) == 1
+    assert "Continued" in done[-1]["content"]
+    assert [m["content"] for m in done if m["role"] == "user"] == [QUESTION]
+
+
+def test_a_stopped_reply_continues_without_thinking_too(playground):
+    cut = chat(playground, [{"role": "user", "content": NO_THINK.messages[-1]["content"]}], "tiny-bf16",
+               thinking=False, max_new_tokens=2)
+    stopped = close_reply(cut[:-1], "stopped")  # as Stop leaves it: the note says "stopped"
+    assert stopped[-1]["metadata"]["id"].startswith("stopped:")
+    continuation = continuation_of(stopped)
+    assert continuation.thinking is False and NO_THINK.answer.startswith(continuation.markup)
+    done = list(stream_reply(playground, stopped, "", True, {"seed": 7}, "tiny-bf16", 1.0,
+                             continuation=continuation))[-1]  # thinking on in the UI: the reply's own mode wins
+    assert parts(done)[:2] == (None, NO_THINK.answer)
+
+
+def test_the_backends_stream_only_the_continuation(playground):
+    request = playground.request([{"role": "user", "content": QUESTION}], model="tiny-bf16",
+                                 settings={"seed": 7}, continue_from="<think>\nOn a clear day")
+    events = list(playground.chat(request))
+    reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+    answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    assert "On a clear day" + reasoning == SKY.reasoning and answer == SKY.answer
+    [stats] = [e for e in events if isinstance(e, GenerationStats)]
+    assert stats.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("history, reason", [
+    ([], "no reply"),
+    ([{"role": "user", "content": "hi"}], "no reply"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello", "metadata": {"id": "answer:a"}},
+      {"role": "assistant", "content": "", "metadata": {"id": "stats:a", "title": "…"}}], "ended by itself"),
+    ([{"role": "user", "content": "hi"},
+      {"role": "assistant", "content": "x", "metadata": {"id": "tool_call:a:c1", "title": "Tool call: f"}},
+      {"role": "assistant", "content": "", "metadata": {"id": "stopped:a", "title": "Stopped"}}], "called tools"),
+    ([{"role": "user", "content": "hi"},
+      {"role": "assistant", "content": "a <|im_end|>", "metadata": {"id": "answer:a"}},
+      {"role": "assistant", "content": "", "metadata": {"id": "stopped:a", "title": "Stopped"}}], "control token"),
+])
+def test_what_cannot_be_continued_says_why(history, reason):
+    with pytest.raises(PromptError, match=reason):
+        continuation_of(history)
+
+
+def test_a_continuation_refuses_a_history_that_does_not_end_with_the_user(playground):
+    with pytest.raises(PlaygroundError, match="end with a user message"):
+        playground.request([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}],
+                           model="tiny-bf16", continue_from="x")

@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.branches import Branches
 from core.chat import ROLES, content_text, tool_calls_of
 from core.errors import PlaygroundError, PromptError
 from core.messages import KINDS, kind_of, message_id, new_reply_id, record_of
@@ -153,26 +154,32 @@ def normalise(messages: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 # -- export --------------------------------------------------------------------------------
-def to_dict(history: Sequence[Any], model: str | None = None) -> dict[str, Any]:
+def to_dict(history: Sequence[Any], model: str | None = None, branches: Branches | None = None) -> dict[str, Any]:
+    """The export: the messages shown, and under "branches" the alternatives not shown (those
+    still reachable from them, ``core.branches``) when there are any."""
     data: dict[str, Any] = {"format": FORMAT, "version": VERSION,
                             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if model:
         data["model"] = model
     data["messages"] = normalise(history)
+    kept = branches.pruned(data["messages"]) if branches is not None else None
+    if kept is not None and kept.forks:
+        data["branches"] = kept.to_data()
     return data
 
 
-def to_json(history: Sequence[Any], model: str | None = None) -> str:
-    return json.dumps(to_dict(history, model), ensure_ascii=False, indent=2) + "\n"
+def to_json(history: Sequence[Any], model: str | None = None, branches: Branches | None = None) -> str:
+    return json.dumps(to_dict(history, model, branches), ensure_ascii=False, indent=2) + "\n"
 
 
 def _quote(text: str) -> str:
     return "\n".join("> " + line if line else ">" for line in text.splitlines()) or ">"
 
 
-def to_markdown(history: Sequence[Any], model: str | None = None) -> str:
-    """A readable transcript (reasoning as quotes, notes in italics) that imports back exactly."""
-    data = to_dict(history, model)
+def to_markdown(history: Sequence[Any], model: str | None = None, branches: Branches | None = None) -> str:
+    """A readable transcript of the path shown (reasoning as quotes, notes in italics) that
+    imports back exactly, alternatives included (in the data at its end)."""
+    data = to_dict(history, model, branches)
     head = f"*Exported {data['exported_at'].replace('T', ' ').rstrip('Z')} UTC"
     lines = ["# Qwen3 Playground chat", "", head + (f" · model `{model}`*" if model else "*"), ""]
     for message in data["messages"]:
@@ -207,6 +214,15 @@ def _decode(data: bytes) -> str:
                             f"{exc.start:,} cannot be decoded): export the chat again") from None
 
 
+def _tree_of(data: Any) -> tuple[list[dict[str, Any]], Branches]:
+    messages = normalise(_messages_of(data))
+    try:
+        branches = Branches.from_data(data.get("branches") if isinstance(data, Mapping) else None, normalise)
+    except PromptError as exc:
+        raise ChatFileError(str(exc)) from None
+    return messages, branches
+
+
 def _messages_of(data: Any) -> list[Any]:
     try:  # before anything recursive (json.dumps of a tool call's arguments) reads it
         check_depth(data, "the chat")
@@ -227,6 +243,11 @@ def _messages_of(data: Any) -> list[Any]:
 
 def parse(data: bytes | str) -> list[dict[str, Any]]:
     """A chat file's messages (JSON export, Markdown export, or a bare JSON list of messages)."""
+    return parse_tree(data)[0]
+
+
+def parse_tree(data: bytes | str) -> tuple[list[dict[str, Any]], Branches]:
+    """A chat file's messages and the alternatives it keeps (none in an older file)."""
     text = _decode(data) if isinstance(data, (bytes, bytearray)) else data
     stripped = text.lstrip()
     if not stripped:
@@ -238,7 +259,7 @@ def parse(data: bytes | str) -> list[dict[str, Any]]:
             raise ChatFileError(f"the file is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
         except RecursionError:
             raise ChatFileError("the file is not valid JSON: nested too deeply") from None
-        return normalise(_messages_of(loaded))
+        return _tree_of(loaded)
     found = _EMBEDDED.findall(text)
     if not found:
         raise ChatFileError("this is neither a JSON chat export nor a Markdown export of this playground "
@@ -248,4 +269,4 @@ def parse(data: bytes | str) -> list[dict[str, Any]]:
         loaded = json.loads(base64.b64decode("".join(payload.split()), validate=True).decode("utf-8"))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ChatFileError("the chat data at the end of this Markdown file is damaged") from None
-    return normalise(_messages_of(loaded))
+    return _tree_of(loaded)

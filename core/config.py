@@ -30,6 +30,7 @@ from core.tools import DEFAULT_MAX_ROUNDS, MAX_ROUNDS_LIMIT
 
 ENV_PREFIX = "QWEN3_PLAYGROUND_"
 CONVERSATION_FACTOR = 10  # a conversation may hold up to 10 messages' worth of text
+ALTERNATIVES_FACTOR = 4  # the alternatives an edit or a Regenerate keeps: up to 4 conversations' worth
 # a chat or comparison file may hold this many bytes per character of the conversation limit
 # (UTF-8, JSON escapes and indentation, a Markdown export's text plus its base64 copy, Compare's columns)
 UPLOAD_BYTES_PER_CHAR = 16
@@ -249,6 +250,16 @@ class AppConfig:
         if total > self.max_conversation_chars:
             raise PromptError(f"the conversation is {total:,} characters long; this playground accepts at most "
                               f"{self.max_conversation_chars:,}: clear the chat or export it and start again")
+
+    @property
+    def max_alternatives_chars(self) -> int:
+        """What the alternatives a chat keeps (``core.branches``) may hold besides the chat itself."""
+        return ALTERNATIVES_FACTOR * self.max_conversation_chars
+
+    def check_alternatives(self, chars: int) -> None:
+        if chars > self.max_alternatives_chars:
+            raise PromptError(f"the chat's alternatives hold {chars:,} characters; this playground keeps at most "
+                              f"{self.max_alternatives_chars:,}: export the chat, then clear it")
 
     @property
     def max_upload_bytes(self) -> int:

@@ -31,6 +31,7 @@ from backends.hub import checkpoint_size
 from backends.pool import ModelPool
 from backends.registry import backend_class
 from core import chat_io
+from core.branches import Branches
 from core.catalog import ModelSpec, load_catalog
 from core.compare import Comparison
 from core.config import AppConfig
@@ -467,14 +468,28 @@ class Playground:
         self.config.check_conversation(history, strict_text(system_prompt, "system_prompt"))
         return history
 
+    def check_branches(self, branches: Branches) -> None:
+        """The size limit of the alternatives a chat keeps (``AppConfig.check_alternatives``)."""
+        self.config.check_alternatives(branches.chars())
+
     def read_chat(self, data: bytes | str) -> list[dict[str, Any]]:
         """The messages of a chat file (``core.chat_io.parse``: its bytes, or its text) under the
         size limits: the file's size (``AppConfig.check_upload``), then the conversation it holds."""
+        return self.read_chat_tree(data)[0]
+
+    def read_chat_tree(self, data: bytes | str) -> tuple[list[dict[str, Any]], Branches]:
+        """A chat file's messages and the alternatives it keeps, under the size limits (each
+        alternative's conversation too, and all of them together)."""
         size = len(data) if isinstance(data, (bytes, bytearray)) else len(data.encode("utf-8", "surrogatepass"))
         self.config.check_upload(size, "the chat file")
-        messages = chat_io.parse(data)
+        messages, branches = chat_io.parse_tree(data)
         self.check_conversation(messages)
-        return messages
+        branches = branches.pruned(messages)
+        self.check_branches(branches)
+        for fork in branches.forks.values():
+            for tail in fork.tails:
+                self.check_conversation(tail or [])
+        return messages, branches
 
     def check_comparison(self, comparison: Comparison) -> None:
         """The size limits of a comparison (an imported one, or the next turn of one): its prompt
@@ -487,7 +502,8 @@ class Playground:
                 settings: GenerationSettings | Mapping[str, Any] | None = None, thinking: bool = True,
                 system_prompt: str | None = None, backend: str | None = None,
                 options: LoadOptions | None = None, toolbox: Toolbox | None = None,
-                loop_guard: bool = True, client_tools: Sequence[Mapping[str, Any]] = ()) -> ChatRequest:
+                loop_guard: bool = True, client_tools: Sequence[Mapping[str, Any]] = (),
+                continue_from: str = "") -> ChatRequest:
         """Everything a chat request carries, checked once, before any model loads or any token
         is computed; raises a ``PlaygroundError`` that says what is wrong.
 
@@ -498,6 +514,7 @@ class Playground:
         ``loop_guard``: stop a reply that repeats itself (see :meth:`chat`). ``client_tools``
         (OpenAI ``tools`` items, not with ``toolbox``): tools a client runs itself (the OpenAI
         API): the model is offered them and its calls come back as events; nothing runs here.
+        ``continue_from``: the reply so far, cut short (``core.continuation``): the model continues it.
         """
         thinking = strict_bool(thinking, "thinking", default=True)
         loop_guard = strict_bool(loop_guard, "loop_guard", default=True)
@@ -510,8 +527,10 @@ class Playground:
                 settings = self.default_settings(spec, thinking).with_values(**dict(settings or {}))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise InvalidSettings(f"a generation setting is not valid: {exc}") from None
+        if continue_from and not backend_class(spec.backend).continues_replies:
+            raise InvalidSettings(f"the {spec.backend} backend cannot continue a reply: regenerate it instead")
         request = ChatRequest.build(spec, options, history, settings, thinking, system_prompt, toolbox,
-                                    loop_guard=loop_guard)
+                                    loop_guard=loop_guard, continue_from=strict_text(continue_from, "continue_from") or "")
         if client_tools:
             if toolbox is not None:
                 raise InvalidSettings("a chat offers either the playground's tools or a client's, not both")

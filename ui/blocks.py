@@ -30,6 +30,7 @@ from core.errors import PlaygroundError
 from playground import Playground
 from ui.chat_files import wire_persistence
 from playground.tools.approval import LiveReplies
+from ui.branches_view import make_branch_handlers, wire_branches
 from ui.chat_tab import SETTING_NAMES, build_chat_tab, clear, make_chat_handlers, make_reply_controls, stopped
 from ui.compare_tab import build_compare_tab, wire_compare_tab
 from ui.model_panel import (build_model_panel, make_apply_model_defaults, make_load_model, make_page_start,
@@ -75,8 +76,10 @@ def build_app(playground: Playground | None = None) -> gr.Blocks:
 
 def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools) -> None:
     live = LiveReplies()
-    chat_api, regenerate_api, chat_json_api, submit_fn, respond_fn, regenerate_fn, retry_loop_fn = \
-        make_chat_handlers(playground, live)
+    handlers = make_chat_handlers(playground, live)
+    submit_fn, respond_fn = handlers.submit, handlers.respond
+    branch = make_branch_handlers(playground)
+    bar = chat.branches
     halt, decide = make_reply_controls(live)
     load_model = make_load_model(playground)
     apply_defaults = make_apply_model_defaults(playground)
@@ -91,13 +94,24 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
                                api_visibility="private", show_progress="hidden").then(
             respond_fn, [chat.chatbot, *generation_inputs], [chat.chatbot], api_visibility="private",
             show_progress="minimal"))
-    replies.append(chat.regenerate.click(regenerate_fn, [chat.chatbot, *generation_inputs], [chat.chatbot],
-                                         api_visibility="private", show_progress="minimal"))
-    # after "Stopped: repeating": the same, with the cards' presence_penalty 1.5 (the slider shows it)
+    # Regenerate (and the retry after "Stopped: repeating", with the cards' presence_penalty 1.5,
+    # which the slider shows) and an edited message: what they replace is kept as an alternative
+    # first (ui.branches_view), then the reply to the user's message streams
     presence_slider = settings.sliders[SETTING_NAMES.index("presence_penalty")]
-    replies.append(chat.retry_loop.click(retry_loop_fn, [chat.chatbot, *generation_inputs],
-                                         [chat.chatbot, presence_slider], api_visibility="private",
-                                         show_progress="minimal"))
+    keep = dict(fn=branch["keep_reply"], inputs=[chat.chatbot, bar.data], outputs=[chat.chatbot, bar.data],
+                queue=False, api_visibility="private", show_progress="hidden")
+    replies.append(chat.regenerate.click(**keep).then(
+        handlers.regenerate_ui, [chat.chatbot, *generation_inputs], [chat.chatbot], api_visibility="private",
+        show_progress="minimal"))
+    replies.append(chat.retry_loop.click(**keep).then(
+        handlers.retry_loop_ui, [chat.chatbot, *generation_inputs], [chat.chatbot, presence_slider],
+        api_visibility="private", show_progress="minimal"))
+    replies.append(chat.chatbot.edit(branch["edit"], [chat.chatbot, bar.data], [chat.chatbot, bar.data], queue=False,
+                                     api_visibility="private", show_progress="hidden").then(
+        respond_fn, [chat.chatbot, *generation_inputs], [chat.chatbot], api_visibility="private",
+        show_progress="minimal"))
+    replies.append(chat.continue_.click(handlers.continue_ui, [chat.chatbot, *generation_inputs], [chat.chatbot],
+                                        api_visibility="private", show_progress="minimal"))
     # Stop cancels the reply (Gradio closes its generator, which stops the generation), then
     # marks what was cut short; in this order, no late streamed update overwrites the mark
     halted = chat.stop.click(halt, None, None, cancels=replies, queue=False, api_visibility="private",
@@ -107,11 +121,13 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
     chat.chatbot.option_select(decide, None, None, queue=False, api_visibility="private", show_progress="hidden")
     wire_tools_panel(playground, tools)
     # chat (API): the same replies, stateless, with plain JSON messages
-    gr.api(chat_api, api_name="chat")
-    gr.api(regenerate_api, api_name="regenerate")
-    gr.api(chat_json_api, api_name="chat_json")
-    cleared = chat.clear.click(clear, None, [chat.chatbot, chat.message], queue=False, api_visibility="private",
-                               show_progress="hidden")
+    gr.api(handlers.chat, api_name="chat")
+    gr.api(handlers.regenerate, api_name="regenerate")
+    gr.api(handlers.continue_reply, api_name="continue_reply")
+    gr.api(handlers.chat_json, api_name="chat_json")
+    cleared = chat.clear.click(clear, None, [chat.chatbot, chat.message, bar.data], queue=False,
+                               api_visibility="private", show_progress="hidden")
+    switched = wire_branches(bar, chat.chatbot, branch, replies)
 
     # model: Load button -> load_model (the API endpoint) -> the new model's thinking mode / preset
     load_outputs = [models.model, models.yarn_factor, models.current, models.status, models.info]
@@ -146,7 +162,7 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
     demo.load(make_page_start(playground), [models.model, models.yarn_factor],
               [models.status, models.info, models.model, models.current], api_visibility="private",
               show_progress_on=[models.status], concurrency_limit="default")
-    wire_persistence(demo, chat, models.model, ends=[*replies, halted, cleared], playground=playground)  # each ends with a final save
+    wire_persistence(demo, chat, models.model, ends=[*replies, halted, cleared, *switched], playground=playground)  # each ends with a final save
 
     def presets() -> dict[str, Any]:
         """Every sampling preset: mode, description and values."""

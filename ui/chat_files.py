@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from core import chat_io
+from core.branches import Branches
 from core.errors import PlaygroundError
 from core.values import check_depth, strict_text
 from playground import Playground
@@ -32,6 +33,7 @@ History = list[Any]
 # every event that ends a reply (or changes the chat: Stop, Clear, Import) ends with a final save,
 # and only then does the page say so: ``SAVED_ATTRIBUTE`` on <body> counts the final saves.
 STORAGE_KEY = "qwen3-playground-chat"
+BRANCHES_KEY = "qwen3-playground-chat-branches"  # the alternatives not shown (core.branches), beside it
 AUTOSAVE_S = 1.0
 SAVED_ATTRIBUTE = "data-chat-saved"  # on <body>: final saves so far (the chat is in localStorage)
 
@@ -41,11 +43,15 @@ def _save_js(final: bool) -> str:
     changed = "true" if final else "text !== window.__qwen3ChatSaved"
     counted = (f"document.body.setAttribute(\"{SAVED_ATTRIBUTE}\", "
                f"String(Number(document.body.getAttribute(\"{SAVED_ATTRIBUTE}\") || 0) + 1));") if final else ""
-    return f"""(history) => {{
+    return f"""(history, branches) => {{
   if (window.__qwen3ChatRestored) {{
     const text = JSON.stringify(history ?? []);
-    if ({changed}) {{
-      try {{ localStorage.setItem("{STORAGE_KEY}", text); window.__qwen3ChatSaved = text; {counted} }}
+    const kept = JSON.stringify(branches ?? {{}});
+    if ({changed} || kept !== window.__qwen3BranchesSaved) {{
+      try {{
+        localStorage.setItem("{STORAGE_KEY}", text); window.__qwen3ChatSaved = text;
+        localStorage.setItem("{BRANCHES_KEY}", kept); window.__qwen3BranchesSaved = kept; {counted}
+      }}
       catch (error) {{ console.error("could not keep the chat in localStorage", error); }}
     }}
   }}
@@ -55,44 +61,54 @@ def _save_js(final: bool) -> str:
 
 SAVE_JS = _save_js(final=False)  # on change and on the timer, while a reply streams
 SAVE_FINAL_JS = _save_js(final=True)  # at the end of every reply: the chat as it ended
-READ_JS = f"""(history) => {{
-  let saved = [];
+READ_JS = f"""(history, branches) => {{
+  let saved = [], kept = {{}};
   try {{ saved = JSON.parse(localStorage.getItem("{STORAGE_KEY}") || "[]"); }}
   catch (error) {{ console.error("the chat kept in localStorage is unreadable", error); }}
-  return [saved];
+  try {{ kept = JSON.parse(localStorage.getItem("{BRANCHES_KEY}") || "{{}}"); }}
+  catch (error) {{ console.error("the chat's alternatives kept in localStorage are unreadable", error); }}
+  return [saved, kept];
 }}"""
 RESTORED_JS = "() => { window.__qwen3ChatRestored = true; return []; }"
 
 
-def restore(saved: Any) -> History:
-    """The chat kept in the browser, as the page (re)opens. A reply that was still streaming
-    when the page went away is kept and marked "Interrupted"."""
+def restore(saved: Any, kept: Any = None) -> tuple[History, dict[str, Any]]:
+    """The chat kept in the browser and its alternatives, as the page (re)opens. A reply that
+    was still streaming when the page went away is kept and marked "Interrupted"."""
     try:
         history = chat_io.normalise(saved or [])
     except PlaygroundError:  # unreadable storage (another version): start empty rather than fail
-        return []
-    return close_reply(history, "interrupted")
+        return [], {}
+    try:
+        branches = Branches.from_data(kept, chat_io.normalise)
+    except PlaygroundError:  # the alternatives alone are lost, not the chat
+        branches = Branches()
+    return close_reply(history, "interrupted"), branches.to_data()
 
 
-def export_chat(history: History, model: str = "", exports: ExportFolder | None = None) -> tuple[gr.File, gr.File]:
+def export_chat(history: History, model: str = "", exports: ExportFolder | None = None,
+                kept: Any = None) -> tuple[gr.File, gr.File]:
     """The chat as a JSON file and a Markdown file (the Markdown imports back too), written to
-    ``exports`` (the app's bounded export folder; None: a folder of their own, outside an app)."""
+    ``exports`` (the app's bounded export folder; None: a folder of their own, outside an app);
+    ``kept``: its alternatives (``core.branches``), in both files' data."""
     if not history:
         raise gr.Error("Nothing to export yet: the chat is empty.")
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
     try:
-        texts = {f"chat-{stamp}.json": chat_io.to_json(history, model or None),
-                 f"chat-{stamp}.md": chat_io.to_markdown(history, model or None)}
+        branches = Branches.from_data(kept, chat_io.normalise)
+        texts = {f"chat-{stamp}.json": chat_io.to_json(history, model or None, branches),
+                 f"chat-{stamp}.md": chat_io.to_markdown(history, model or None, branches)}
     except PlaygroundError as exc:
         raise gr.Error(f"Could not export the chat: {exc}") from None
     json_path, md_path = (exports or ExportFolder()).write(texts)
     return gr.File(str(json_path), visible=True), gr.File(str(md_path), visible=True)
 
 
-def import_chat(path: str | None, history: History = None, playground: Playground | None = None) -> History:
-    """Replace the chat with an exported one (JSON or Markdown). A file that is not a chat
-    (invalid UTF-8, malformed JSON...), or over ``playground``'s size limits
-    (``Playground.read_chat``), is refused with the reason; the current chat stays."""
+def import_chat(path: str | None, history: History = None, playground: Playground | None = None
+                ) -> tuple[History, dict[str, Any]]:
+    """Replace the chat with an exported one (JSON or Markdown) and its alternatives. A file that
+    is not a chat (invalid UTF-8, malformed JSON...), or over ``playground``'s size limits
+    (``Playground.read_chat_tree``), is refused with the reason; the current chat stays."""
     if not path:
         raise gr.Error("Choose a chat file (.json or .md) to import.")
     name = Path(path).name
@@ -100,14 +116,15 @@ def import_chat(path: str | None, history: History = None, playground: Playgroun
         if playground is not None:
             playground.config.check_upload(Path(path).stat().st_size, "the chat file")  # unread
         data = Path(path).read_bytes()
-        imported = playground.read_chat(data) if playground is not None else chat_io.parse(data)
+        imported, branches = playground.read_chat_tree(data) if playground is not None else chat_io.parse_tree(data)
     except OSError:
         raise gr.Error(f"Could not read {name}. The current chat is unchanged.") from None
     except PlaygroundError as exc:
         reason = playground.error_text(exc) if playground is not None else str(exc)
         raise gr.Error(f"Could not import {name}: {reason}. The current chat is unchanged.") from None
-    gr.Info(f"Imported {len(imported)} messages from {name}.")
-    return imported
+    forks = len(branches.forks)
+    gr.Info(f"Imported {len(imported)} messages from {name}" + (f", with alternatives at {forks} places." if forks else "."))
+    return imported, branches.to_data()
 
 
 def wire_persistence(demo: gr.Blocks, chat: Any, model: gr.components.Component, ends: Sequence[Any] = (),
@@ -118,27 +135,28 @@ def wire_persistence(demo: gr.Blocks, chat: Any, model: gr.components.Component,
     a final save, whatever its outcome (``.then``), which the page then counts (``SAVED_ATTRIBUTE``)."""
     # the page (re)opens: the kept chat goes through ``restore`` (checked, a cut reply marked);
     # only then does saving start, so the empty chat of a fresh page never overwrites it
-    demo.load(restore, [chat.chatbot], [chat.chatbot], js=READ_JS, queue=False, api_visibility="private",
+    kept = chat.branches.data  # the alternatives not shown: saved, exported and imported with the chat
+    demo.load(restore, [chat.chatbot, kept], [chat.chatbot, kept], js=READ_JS, queue=False, api_visibility="private",
               show_progress="hidden").then(None, None, None, js=RESTORED_JS, queue=False,
                                            api_visibility="private", show_progress="hidden")
-    chat.chatbot.change(None, [chat.chatbot], None, js=SAVE_JS, queue=False, api_visibility="private",
+    chat.chatbot.change(None, [chat.chatbot, kept], None, js=SAVE_JS, queue=False, api_visibility="private",
                         show_progress="hidden")
-    chat.autosave.tick(None, [chat.chatbot], None, js=SAVE_JS, queue=False, api_visibility="private",
+    chat.autosave.tick(None, [chat.chatbot, kept], None, js=SAVE_JS, queue=False, api_visibility="private",
                        show_progress="hidden")
     playground = playground or Playground()
 
-    def export_ui(history: History, model: str = "") -> tuple[gr.File, gr.File]:
-        return export_chat(history, model, playground.exports)
+    def export_ui(history: History, model: str = "", branches: Any = None) -> tuple[gr.File, gr.File]:
+        return export_chat(history, model, playground.exports, branches)
 
-    def import_ui(path: str | None, history: History = None) -> History:
+    def import_ui(path: str | None, history: History = None) -> tuple[History, dict[str, Any]]:
         return import_chat(path, history, playground)
 
-    chat.export.click(export_ui, [chat.chatbot, model], [chat.json_file, chat.markdown_file],
+    chat.export.click(export_ui, [chat.chatbot, model, kept], [chat.json_file, chat.markdown_file],
                       api_visibility="private", show_progress="hidden")
-    imported = chat.import_file.upload(import_ui, [chat.import_file, chat.chatbot], [chat.chatbot],
+    imported = chat.import_file.upload(import_ui, [chat.import_file, chat.chatbot], [chat.chatbot, kept],
                                        api_visibility="private", show_progress="hidden")
     for end in (*ends, imported):
-        end.then(None, [chat.chatbot], None, js=SAVE_FINAL_JS, queue=False, api_visibility="private",
+        end.then(None, [chat.chatbot, kept], None, js=SAVE_FINAL_JS, queue=False, api_visibility="private",
                  show_progress="hidden")
     # the same for API clients, with plain JSON messages (as /chat returns them) and text
     chat_export_api, chat_import_api = make_file_api(playground)

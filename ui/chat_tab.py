@@ -15,6 +15,7 @@ import gradio as gr
 
 from core import chat_io
 from core.chat import latest_soft_switch
+from core.continuation import Continuation, continuation_of
 from core.errors import PlaygroundError
 from core.messages import content_text, field, new_reply_id
 from core.settings import SCHEMA
@@ -23,9 +24,10 @@ from playground.service import LOOP_RETRY_PRESENCE_PENALTY
 from playground.tools.approval import LiveReplies, ReplyControl
 from playground.tools.selection import ToolSelection
 from ui.api import param, visitor_of, with_settings
+from ui.branches_view import BranchBar, build_branch_bar
 from ui.chat_files import AUTOSAVE_S
-from ui.formatting import (CUT_SHORT, RUN, SKIP, close_reply, error_message, repeating_message, split_last_turn,
-                           stats_details, stats_message, user_message)
+from ui.formatting import (CUT_SHORT, RUN, SKIP, close_reply, error_message, made_with_line, repeating_message,
+                           split_last_turn, stats_details, stats_message, user_message)
 from ui.progress import gradio_progress
 from ui.reply_view import ReplyView
 
@@ -40,6 +42,7 @@ class ChatTab:
     send: gr.Button
     stop: gr.Button
     regenerate: gr.Button
+    continue_: gr.Button  # a reply cut short goes on where it ended (core.continuation)
     retry_loop: gr.Button  # regenerate with the card's advice against loops (presence_penalty 1.5)
     loop_guard: gr.Checkbox  # stop a reply that repeats itself (on by default)
     clear: gr.Button
@@ -48,12 +51,15 @@ class ChatTab:
     json_file: gr.File
     markdown_file: gr.File
     autosave: gr.Timer  # copies the chat into the browser's localStorage (no server round trip)
+    branches: BranchBar  # the alternatives an edit or a Regenerate left, and the bar to step through them
 
 
 def build_chat_tab() -> ChatTab:
-    chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chatbot", buttons=["copy", "copy_all"],
+    chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chatbot", buttons=["copy", "copy_all"], editable="user",
                          placeholder="Ask something. With **Thinking** on, the reasoning streams into a "
-                                     "panel above the answer.")
+                                     "panel above the answer. Edit any of your messages to try it again: "
+                                     "the first try is kept as an alternative.")
+    branches = build_branch_bar()
     with gr.Row():
         message = gr.Textbox(label="message", show_label=False, scale=5, elem_id="message", autofocus=True, lines=1,
                              placeholder="Type a message and press Enter (end it with /think or /no_think "
@@ -62,6 +68,7 @@ def build_chat_tab() -> ChatTab:
         stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, elem_id="stop")
     with gr.Row():
         regenerate = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+        continue_ = gr.Button("Continue", size="sm", elem_id="continue")
         retry_loop = gr.Button(f"Retry with presence penalty {LOOP_RETRY_PRESENCE_PENALTY:g}", size="sm",
                                elem_id="retry-loop")
         clear = gr.Button("Clear", size="sm", elem_id="clear")
@@ -74,14 +81,15 @@ def build_chat_tab() -> ChatTab:
         json_file = gr.File(label="Chat (JSON)", visible=False, interactive=False, elem_id="chat-json")
         markdown_file = gr.File(label="Chat (Markdown)", visible=False, interactive=False, elem_id="chat-markdown")
     autosave = gr.Timer(AUTOSAVE_S)
-    return ChatTab(chatbot, message, send, stop, regenerate, retry_loop, loop_guard, clear, export, import_file,
-                   json_file, markdown_file, autosave)
+    return ChatTab(chatbot, message, send, stop, regenerate, continue_, retry_loop, loop_guard, clear, export,
+                   import_file, json_file, markdown_file, autosave, branches)
 
 
 def stream_reply(playground: Playground, history: History, system_prompt: str, thinking: bool,
                  settings: Mapping[str, Any], model: str, yarn_factor: float, progress: Any = None,
                  tools: Any = None, control: ReplyControl | None = None, visitor: str | None = None,
-                 can_ask: bool = True, loop_guard: bool = True) -> Iterator[History]:
+                 can_ask: bool = True, loop_guard: bool = True,
+                 continuation: Continuation | None = None) -> Iterator[History]:
     """Stream the assistant's turn for ``history`` (which ends with the user's message).
 
     Yields the whole history after each change (see ``ui.reply_view``), then the stats note.
@@ -91,16 +99,25 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
     loads. A failure becomes an error note; everything before it (a partial reply too) is kept,
     and the note says the reply was cut short. ``loop_guard``: a reply that repeats itself is
     stopped and ends with a "Stopped: repeating" note (``repeating_message``) instead of the figures.
+    ``continuation``: the last reply of ``history``, cut short, goes on where it ended instead
+    (``history`` is then ``continuation.kept``; its reasoning panel and answer grow).
     """
-    reply_id = new_reply_id()
+    reply_id = continuation.reply_id if continuation else new_reply_id()
     view = ReplyView(history, reply_id)
     ready = None
     control = control or ReplyControl()
     try:
         selection = ToolSelection.from_value(tools)
-        request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
-                                     thinking=thinking, system_prompt=system_prompt,
-                                     toolbox=playground.toolbox_for(selection, visitor), loop_guard=loop_guard)
+        if continuation is not None:  # in the mode it was written in; no tools: it called none
+            thinking = thinking if continuation.thinking is None else continuation.thinking
+            view.resume(continuation.reasoning, continuation.answer)
+            request = playground.request(continuation.prompt, model=model, yarn_factor=yarn_factor,
+                                         settings=settings, thinking=thinking, system_prompt=system_prompt,
+                                         loop_guard=loop_guard, continue_from=continuation.markup)
+        else:
+            request = playground.request(history, model=model, yarn_factor=yarn_factor, settings=settings,
+                                         thinking=thinking, system_prompt=system_prompt,
+                                         toolbox=playground.toolbox_for(selection, visitor), loop_guard=loop_guard)
         view.thinking_budget = request.settings.thinking_budget if request.thinking else 0
         approve = control.wait if selection.approve_each and can_ask else None
         events = playground.chat(request, gradio_progress(progress) if progress else None, control.stop, approve)
@@ -117,11 +134,13 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
         details = stats_details(view.reply.stats, summary, request.settings.seed)
         budget_note = thinking_budget_note(request, view.reply, playground.applies_thinking_budget(request.spec))
         details += f"\n\n{budget_note}" if budget_note else ""
+        details += CONTINUED_NOTE if continuation is not None else ""
         if view.reply.loop is not None:
             history.append(repeating_message(view.reply.loop, view.reply.stats, details, reply_id,
                                              request.settings.presence_penalty))
         else:
-            history.append(stats_message(view.reply.stats, details, reply_id))
+            made_with = made_with_line(request.spec.name, request.thinking, request.settings)
+            history.append(stats_message(view.reply.stats, details, reply_id, made_with))
         yield history
     except Exception as exc:  # PlaygroundError: said plainly; anything else: a bug or a lost GPU slot
         shown = view.shown_any
@@ -131,6 +150,10 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
         gr.Warning(message)
         history.append(error_message(message + (CUT_SHORT if shown else ""), reply_id))
         yield history
+
+
+CONTINUED_NOTE = ("\n\nContinued: the model went on from where the reply had been cut; "
+                  "the figures are the continuation's")
 
 
 def thinking_budget_note(request: Any, reply: Any, applied: bool) -> str:
@@ -154,22 +177,32 @@ def thinking_budget_note(request: Any, reply: Any, applied: bool) -> str:
 
 
 def make_chat_handlers(playground: Playground, live: LiveReplies):
-    """(chat, regenerate, chat_json) for the API, (submit, respond, regenerate_ui) for the UI;
-    ``live``: the replies in progress (Stop and Run / Skip reach them by session)."""
+    """The API's endpoints and the UI's steps (``ChatHandlers``); ``live``: the replies in
+    progress (Stop and Run / Skip reach them by session)."""
 
     def answer(history: History, system_prompt: str, thinking: bool, settings: Mapping[str, Any], model: str,
                yarn_factor: float, tools: Any, request: gr.Request | None, progress: Any = None,
-               api: bool = False, loop_guard: bool = True) -> Iterator[History]:
-        """Answer the user message that ends ``history``; a history ending otherwise is left as is."""
+               api: bool = False, loop_guard: bool = True, resume: bool = False) -> Iterator[History]:
+        """Answer the user message that ends ``history``; a history ending otherwise is left as is.
+        ``resume``: continue the last reply instead, cut short (``core.continuation``)."""
         history = list(history or [])
-        if not history or field(history[-1], "role") != "user":
+        continuation = None
+        if resume:
+            try:
+                continuation = continuation_of(history)
+            except PlaygroundError as exc:
+                gr.Warning(f"Nothing to continue: {exc}.")
+                yield history
+                return
+            history = continuation.kept
+        elif not history or field(history[-1], "role") != "user":
             yield history
             return
         session = None if api or request is None else request.session_hash
         with live.start(session) as control:
             yield from stream_reply(playground, history, system_prompt, thinking, settings, model, yarn_factor,
                                     progress, tools, control, visitor_of(playground, request), can_ask=not api,
-                                    loop_guard=loop_guard)
+                                    loop_guard=loop_guard, continuation=continuation)
 
     def incoming(history: list[dict] | None) -> History:
         """An API client's history, checked and in today's shape (an older export's notes get ids)."""
@@ -219,6 +252,12 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
         yield from answer([*before, user_message(content_text(last))], system_prompt, thinking, settings, model,
                           yarn_factor, tools, request, api=True, loop_guard=loop_guard)
 
+    def continue_reply(history: list[dict] | None, system_prompt: str, thinking: bool, settings: dict[str, Any],
+                       model: str, yarn_factor: float, tools: dict | None = None, loop_guard: bool = True,
+                       request: gr.Request | None = None) -> Iterator[list[dict]]:
+        yield from answer(incoming(history), system_prompt, thinking, settings, model, yarn_factor, tools, request,
+                          api=True, loop_guard=loop_guard, resume=True)
+
     def chat_json(message: str, history: list[dict] | None, system_prompt: str, thinking: bool,
                   settings: dict[str, Any], model: str, yarn_factor: float, tools: dict | None = None,
                   loop_guard: bool = True, request: gr.Request | None = None) -> dict:
@@ -243,6 +282,7 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
     regenerate_api = with_settings(regenerate, head, tail, list[dict], "regenerate",
                                    "Drop the last reply and answer the last user message again (streams the history).")
     chat_json_api = with_settings(chat_json, message + head, tail, dict, "chat_json", CHAT_JSON_DOC)
+    continue_api = with_settings(continue_reply, head, tail, list[dict], "continue_reply", CONTINUE_DOC)
 
     # -- the UI: the message moves into the chat at once, then the reply streams -----------
     def submit(message: str, history: History) -> tuple[str, History]:
@@ -275,6 +315,12 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
                           dict(zip(SETTING_NAMES, values)), model, yarn_factor, tools, request, progress,
                           loop_guard=loop_guard)
 
+    def continue_ui(request: gr.Request, history: History, system_prompt: str, thinking: bool, *rest: Any,
+                    progress=gr.Progress()) -> Iterator[History]:
+        *values, model, yarn_factor, tools, loop_guard = rest
+        yield from answer(history, system_prompt, thinking, dict(zip(SETTING_NAMES, values)), model, yarn_factor,
+                          tools, request, progress, loop_guard=loop_guard, resume=True)
+
     def retry_loop_ui(request: gr.Request, history: History, system_prompt: str, thinking: bool, *rest: Any,
                       progress=gr.Progress()) -> Iterator[tuple[History, float]]:
         """Regenerate the last user message with the card's advice against loops (presence_penalty
@@ -288,7 +334,23 @@ def make_chat_handlers(playground: Playground, live: LiveReplies):
                                   progress=progress):
             yield step, penalty
 
-    return chat_api, regenerate_api, chat_json_api, submit, respond, regenerate_ui, retry_loop_ui
+    return ChatHandlers(chat_api, regenerate_api, chat_json_api, continue_api, submit, respond, regenerate_ui,
+                        retry_loop_ui, continue_ui)
+
+
+@dataclass
+class ChatHandlers:
+    """The API's endpoints (stateless, plain JSON messages) and the UI's steps."""
+
+    chat: Any
+    regenerate: Any
+    chat_json: Any
+    continue_reply: Any
+    submit: Any
+    respond: Any
+    regenerate_ui: Any
+    retry_loop_ui: Any
+    continue_ui: Any
 
 
 CHAT_DOC = """Send `message` after `history` (OpenAI-style messages); streams the updated history.
@@ -308,6 +370,12 @@ its host's tools (name them in "enabled"). Each call is a "tool_call:<reply>:<ca
 and, nested in it (metadata.parent_id), a "tool_result:<reply>:<record>" message whose id ends
 with the call as JSON: {"id", "name", "arguments", "result", "error", "round", "duration_s",
 "truncated"} (as `app.py chat --json`'s tool_calls); send the history back as it is.
+"""
+CONTINUE_DOC = """Continue the last reply of `history`, cut short (its last note "stopped:…",
+"interrupted:…", "error:…", or figures "stats:<reply>:length" when max_new_tokens ended it): the
+model goes on from the text it had written, in the mode it was written in; the reply's reasoning
+and answer messages grow and a new figures note ends it (streams the history). A reply that called
+tools, or that ended by itself, is left as is with a warning.
 """
 CHAT_JSON_DOC = """One whole reply to `message` after `history`, as `app.py chat --json` prints it:
 {"backend", "model", "reasoning", "answer", "stats": {prompt_tokens, completion_tokens, ttft_s,
@@ -342,5 +410,6 @@ def make_reply_controls(live: LiveReplies):
     return halt, decide
 
 
-def clear() -> tuple[History, str]:
-    return [], ""
+def clear() -> tuple[History, str, dict[str, Any]]:
+    """A new chat: no messages, an empty box, no alternatives."""
+    return [], "", {}

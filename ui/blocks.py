@@ -98,7 +98,8 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
     # which the slider shows) and an edited message: what they replace is kept as an alternative
     # first (ui.branches_view), then the reply to the user's message streams
     presence_slider = settings.sliders[SETTING_NAMES.index("presence_penalty")]
-    keep = dict(fn=branch["keep_reply"], inputs=[chat.chatbot, bar.data], outputs=[chat.chatbot, bar.data],
+    keep = dict(fn=branch["keep_reply"], inputs=[chat.chatbot, bar.data, bar.fork],
+                outputs=[chat.chatbot, bar.data, bar.fork],
                 queue=False, api_visibility="private", show_progress="hidden")
     replies.append(chat.regenerate.click(**keep).then(
         handlers.regenerate_ui, [chat.chatbot, *generation_inputs], [chat.chatbot], api_visibility="private",
@@ -106,8 +107,9 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
     replies.append(chat.retry_loop.click(**keep).then(
         handlers.retry_loop_ui, [chat.chatbot, *generation_inputs], [chat.chatbot, presence_slider],
         api_visibility="private", show_progress="minimal"))
-    replies.append(chat.chatbot.edit(branch["edit"], [chat.chatbot, bar.data], [chat.chatbot, bar.data], queue=False,
-                                     api_visibility="private", show_progress="hidden").then(
+    replies.append(chat.chatbot.edit(branch["edit"], [chat.chatbot, bar.data, bar.fork],
+                                     [chat.chatbot, bar.data, bar.fork], queue=False, api_visibility="private",
+                                     show_progress="hidden").then(
         respond_fn, [chat.chatbot, *generation_inputs], [chat.chatbot], api_visibility="private",
         show_progress="minimal"))
     replies.append(chat.continue_.click(handlers.continue_ui, [chat.chatbot, *generation_inputs], [chat.chatbot],

@@ -38,11 +38,13 @@ class BranchBar:
 
 def build_branch_bar() -> BranchBar:
     data = gr.JSON({}, visible="hidden", elem_id="chat-branches")
-    with gr.Row(visible=False, elem_id="branch-bar", equal_height=True) as row:
-        fork = gr.Dropdown([], label="Alternatives of", scale=4, elem_id="branch-fork", interactive=True)
-        previous = gr.Button("◀", size="sm", scale=0, min_width=40, elem_id="branch-previous")
-        position = gr.Markdown("", elem_id="branch-position")
-        next_ = gr.Button("▶", size="sm", scale=0, min_width=40, elem_id="branch-next")
+    with gr.Row(visible=False, elem_id="branch-bar", equal_height=False) as row:
+        fork = gr.Dropdown([], label="Alternatives of", show_label=False, container=False, scale=4,
+                           elem_id="branch-fork", interactive=True,
+                           allow_custom_value=True)  # set to a new fork before the bar lists it
+        previous = gr.Button("◀", size="sm", scale=0, min_width=44, elem_id="branch-previous")
+        position = gr.Markdown("", elem_id="branch-position", container=False, min_height=0)
+        next_ = gr.Button("▶", size="sm", scale=0, min_width=44, elem_id="branch-next")
     return BranchBar(data, row, fork, previous, position, next_)
 
 
@@ -60,7 +62,7 @@ def _label(path: History, view: ForkView) -> str:
     text = " ".join(content_text(field(path[users[-1]], "content")).split()) if users else ""
     preview = text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
     what = f"your message {number}" if view.edited else f"the reply to your message {number}"
-    return f"{what} “{preview}”"
+    return f"Alternatives of {what} “{preview}”"
 
 
 def bar_view(path: History, data: Any, chosen: Any = None) -> tuple[Any, Any, Any, Any, Any]:
@@ -86,29 +88,31 @@ def make_branch_handlers(playground: Playground) -> dict[str, Callable[..., Any]
         playground.check_branches(branches)
         return branches.to_data()
 
-    def keep_reply(history: History, data: Any) -> tuple[History, Any]:
+    def keep_reply(history: History, data: Any, chosen: Any) -> tuple[History, Any, Any]:
         """Regenerate: the last reply (and anything after the user's message) becomes an alternative;
-        the chat ends with the user's message, which the reply step then answers."""
+        the chat ends with the user's message, which the reply step then answers. The bar turns
+        to this fork."""
         history = list(history or [])
         before, last = split_last_turn(history)
         if last is None:
-            return history, data
+            return history, data, chosen
         at = len(before) + 1
         try:
             kept = checked(_branches(data).keep(history, at)) if at < len(history) else data
         except PlaygroundError as exc:
             gr.Warning(playground.error_text(exc))
-            return history, data
-        return history[:at], kept
+            return history, data, chosen
+        return history[:at], kept, at
 
-    def edit(history: History, data: Any, event: gr.EditData) -> tuple[History, Any]:
+    def edit(history: History, data: Any, chosen: Any, event: gr.EditData) -> tuple[History, Any, Any]:
         """An edited user message: what followed it, with its old text, becomes an alternative;
-        the chat ends with the new text, which the reply step then answers."""
+        the chat ends with the new text, which the reply step then answers. The bar turns to
+        this fork."""
         history = list(history or [])
         index = event.index if isinstance(event.index, int) else -1
         if not 0 <= index < len(history) or field(history[index], "role") != "user":
             gr.Warning("Only your own messages can be edited.")
-            return _unedited(history, index, event), data
+            return _unedited(history, index, event), data, chosen
         try:
             text = content_text(event.value)
             old = content_text(event.previous_value)
@@ -120,8 +124,8 @@ def make_branch_handlers(playground: Playground) -> dict[str, Callable[..., Any]
             kept = checked(_branches(data).keep(before, index))
         except PlaygroundError as exc:
             gr.Warning(playground.error_text(exc))
-            return _unedited(history, index, event), data
-        return [*history[:index], user_message(text)], kept
+            return _unedited(history, index, event), data, chosen
+        return [*history[:index], user_message(text)], kept, index
 
     def step(history: History, data: Any, at: Any, delta: int) -> tuple[History, Any]:
         history = list(history or [])
@@ -141,10 +145,20 @@ def make_branch_handlers(playground: Playground) -> dict[str, Callable[..., Any]
         return step(history, data, at, +1)
 
     def pick(history: History, data: Any, event: gr.SelectData) -> Any:
-        """A message clicked in the chat: the bar shows the last fork at or before it."""
+        """A message clicked in the chat: the bar turns to the fork of its turn (a user message:
+        its edit's, else its reply's; a reply's message: the reply's)."""
+        history = list(history or [])
         index = event.index if isinstance(event.index, int) else -1
-        forks = [v.at for v in _branches(data).forks_on(history or []) if v.at <= index]
-        return gr.Dropdown(value=forks[-1]) if forks else gr.Dropdown()
+        if not 0 <= index < len(history):
+            return gr.Dropdown()
+        users = [i for i, m in enumerate(history) if field(m, "role") == "user"]
+        start = max((i for i in users if i <= index), default=0)
+        end = min((i for i in users if i > start), default=len(history) + 1)
+        forks = [v.at for v in _branches(data).forks_on(history) if start <= v.at < end]
+        if field(history[index], "role") != "user":
+            forks = [at for at in forks if at <= index] or forks
+            forks = forks[-1:]
+        return gr.Dropdown(value=forks[0]) if forks else gr.Dropdown()
 
     return {"keep_reply": keep_reply, "edit": edit, "previous": previous, "next": next_, "pick": pick}
 

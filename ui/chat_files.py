@@ -159,25 +159,30 @@ def wire_persistence(demo: gr.Blocks, chat: Any, model: gr.components.Component,
         end.then(None, [chat.chatbot, kept], None, js=SAVE_FINAL_JS, queue=False, api_visibility="private",
                  show_progress="hidden")
     # the same for API clients, with plain JSON messages (as /chat returns them) and text
-    chat_export_api, chat_import_api = make_file_api(playground)
+    chat_export_api, chat_import_api, chat_import_tree_api = make_file_api(playground)
     gr.api(chat_export_api, api_name="chat_export")
     gr.api(chat_import_api, api_name="chat_import")
+    gr.api(chat_import_tree_api, api_name="chat_import_tree")
 
 
 def make_file_api(playground: Playground):
     """The ``/chat_export`` and ``/chat_import`` endpoints, under ``playground``'s size limits."""
 
-    def chat_export(history: list[dict], model: str = "", format: str = "json") -> str:
+    def chat_export(history: list[dict], model: str = "", format: str = "json", branches: dict | None = None) -> str:
         """The chat (OpenAI-style messages, as /chat returns them) as the text of an export file:
-        format "json" or "markdown" (a Markdown export imports back too)."""
+        format "json" or "markdown" (a Markdown export imports back too). ``branches``: the
+        alternatives not shown, as /chat_import_tree gives them ({"version": 1, "forks": ...})."""
         if not history:
             raise gr.Error("Nothing to export yet: the chat is empty.")
         if format not in ("json", "markdown"):
             raise gr.Error(f"format must be 'json' or 'markdown', got {str(format)[:40]!r}")
         try:
             check_depth(history, "history")
-            text = chat_io.to_json(history, model or None) if format == "json" else \
-                chat_io.to_markdown(history, model or None)
+            check_depth(branches, "branches")
+            kept = Branches.from_data(branches, chat_io.normalise)
+            playground.check_branches(kept)
+            text = chat_io.to_json(history, model or None, kept) if format == "json" else \
+                chat_io.to_markdown(history, model or None, kept)
             playground.config.check_upload(len(text.encode("utf-8")), "the export")  # it must import back
             return text
         except PlaygroundError as exc:
@@ -187,6 +192,11 @@ def make_file_api(playground: Playground):
         """The messages of an export file: ``data`` is the file's text, or its raw bytes as a data
         URL (``data:application/octet-stream;base64,...``). A file that is not a chat raises an
         error that says why (the caller's current ``history`` is returned by nothing: keep it)."""
+        return chat_import_tree(data, history)["messages"]
+
+    def chat_import_tree(data: str, history: list[dict] | None = None) -> dict:
+        """As /chat_import, with the alternatives the file keeps: {"messages": [...], "branches":
+        {"version": 1, "forks": {...}}} (no forks in a chat without any)."""
         try:
             raw: bytes | str = strict_text(data, "data")
             playground.config.check_upload(len(raw.encode("utf-8", "surrogatepass")), "the chat file")
@@ -200,9 +210,10 @@ def make_file_api(playground: Playground):
                 raise gr.Error("Could not import the chat: the data URL is not valid base64. "
                                "The current chat is unchanged.") from None
         try:
-            return playground.read_chat(raw)
+            messages, branches = playground.read_chat_tree(raw)
         except PlaygroundError as exc:
             raise gr.Error(f"Could not import the chat: {playground.error_text(exc)}. "
                            "The current chat is unchanged.") from None
+        return {"messages": messages, "branches": branches.to_data()}
 
-    return chat_export, chat_import
+    return chat_export, chat_import, chat_import_tree

@@ -105,3 +105,18 @@ def test_a_continuation_refuses_a_history_that_does_not_end_with_the_user(playgr
     with pytest.raises(PlaygroundError, match="end with a user message"):
         playground.request([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}],
                            model="tiny-bf16", continue_from="x")
+
+
+@pytest.mark.parametrize("model", ["tiny-bf16", "tiny-gguf-q4_k_m"])
+def test_a_reply_the_thinking_budget_cut_thinks_on_when_continued(playground, model):
+    cut = chat(playground, [{"role": "user", "content": QUESTION}], model, thinking_budget=8, max_new_tokens=300)
+    reasoning, answer, note = parts(cut)
+    assert note.endswith(":budget") and "Considering the limited time" in reasoning and answer == SKY.answer
+    continuation = continuation_of(cut)
+    assert SKY.reasoning.startswith(continuation.reasoning) and continuation.reasoning != SKY.reasoning
+    assert continuation.answer is None and "answer" not in {m["metadata"]["id"].split(":")[0]
+                                                            for m in continuation.kept if m["role"] == "assistant"}
+    done = list(stream_reply(playground, list(cut), "", True, {"seed": 7, "thinking_budget": 8}, model, 1.0,
+                             continuation=continuation))[-1]
+    assert parts(done)[:2] == (SKY.reasoning, SKY.answer)  # no budget the second time: it thought to the end
+    assert parts(done)[2] == note.removesuffix(":budget")

@@ -140,7 +140,8 @@ def stream_reply(playground: Playground, history: History, system_prompt: str, t
                                              request.settings.presence_penalty))
         else:
             made_with = made_with_line(request.spec.name, request.thinking, request.settings)
-            history.append(stats_message(view.reply.stats, details, reply_id, made_with))
+            history.append(stats_message(view.reply.stats, details, reply_id, made_with,
+                                         budget_cut=view.reply.budget_reached is not None))
         yield history
     except Exception as exc:  # PlaygroundError: said plainly; anything else: a bug or a lost GPU slot
         shown = view.shown_any

@@ -52,13 +52,15 @@ def finish_thought(message: dict[str, Any], seconds: float, cut_off: bool = Fals
                            "duration": seconds}
 
 
-def stats_message(stats: GenerationStats | None, details: str, reply_id: str, made_with: str = "") -> dict[str, Any]:
+def stats_message(stats: GenerationStats | None, details: str, reply_id: str, made_with: str = "",
+                  budget_cut: bool = False) -> dict[str, Any]:
     """The note under a finished reply: its figures in the title, how it was made (``made_with``:
     model, mode, sampling) beside it, the model's details in the body. Its id says when
-    max_new_tokens ended the reply (it can be continued, ``core.continuation``)."""
+    max_new_tokens ended the reply, or the thinking budget (``budget_cut``) its reasoning: it
+    can be continued (``core.continuation``)."""
     message = _assistant("stats", reply_id, details, title=stats_line(stats), status="done",
                          **({"log": made_with} if made_with else {}))
-    suffix = stats_suffix(stats.finish_reason if stats is not None else None)
+    suffix = stats_suffix(stats.finish_reason if stats is not None else None, budget_cut)
     if suffix:
         message["metadata"]["id"] = message_id("stats", reply_id, suffix)
     return message

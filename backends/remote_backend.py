@@ -41,7 +41,7 @@ from core.errors import BackendError, InvalidSettings, ModelLoadError, ModelNotF
 from core.prompt import neutralised_messages
 from core.events import AnswerDelta, BackendItem, ChatEvent, GenerationStats, ReasoningDelta, ThinkingBudgetReached
 from core.events import ProgressFn
-from core.reasoning import THINK_CLOSE, THINK_OPEN, ReasoningParser
+from core.reasoning import ReasoningParser
 from core.server_flags import server_command_lines
 from core.settings import GenerationSettings
 from core.tool_calls import call_from_parts
@@ -440,10 +440,11 @@ class RemoteBackend(Backend):
 
         threading.Thread(target=watch, name="remote-stop-watch", daemon=True).start()
         # Content is split by the shared parser; a model whose template opens <think> in the
-        # prompt starts inside the reasoning, and so does a continuation from inside it.  Once
-        # the server sends reasoning separately, content is the answer.
-        opened = THINK_OPEN in prefix and THINK_CLOSE not in prefix if prefix else self.spec.fixed_thinking is True
-        parser = ReasoningParser(starts_in_reasoning=opened)
+        # prompt starts inside the reasoning. A continuation goes on where the reply so far
+        # stands: the parser reads that first (its text is not streamed again). Once the server
+        # sends reasoning separately, content is the answer.
+        parser = ReasoningParser(starts_in_reasoning=not prefix and self.spec.fixed_thinking is True)
+        parser.feed(prefix)
         separated = False
         reasoning_started = answer_started = False
         n_chunks = reasoning_chunks = 0  # servers stream about one token per chunk

@@ -120,3 +120,22 @@ def test_a_reply_the_thinking_budget_cut_thinks_on_when_continued(playground, mo
                              continuation=continuation))[-1]
     assert parts(done)[:2] == (SKY.reasoning, SKY.answer)  # no budget the second time: it thought to the end
     assert parts(done)[2] == note.removesuffix(":budget")
+
+
+def test_a_real_llama_cpp_server_continues_a_cut_reply(tmp_path):
+    """The remote backend continues from /v1/completions: the conversation rendered by Qwen3's
+    template, then the reply so far (as for the playground's thinking budget)."""
+    from test_remote_backend import MODEL, start_server
+
+    server = start_server(tmp_path)
+    remote = Playground(AppConfig(remote_base_url=server.url))
+    try:
+        model = f"remote:{MODEL}"
+        cut = chat(remote, [{"role": "user", "content": QUESTION}], model, max_new_tokens=5)
+        assert parts(cut)[2].endswith(":length") and parts(cut)[0] != SKY.reasoning
+        done = list(stream_reply(remote, list(cut), "", True, {"seed": 7}, model, 1.0,
+                                 continuation=continuation_of(cut)))[-1]
+        assert parts(done)[:2] == (SKY.reasoning, SKY.answer)
+    finally:
+        remote.close()
+        server.stop()

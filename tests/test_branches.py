@@ -150,3 +150,39 @@ def test_the_alternatives_are_under_the_size_limit():
     with pytest.raises(PlaygroundError, match="alternatives hold|accepts files of at most"):
         playground.read_chat_tree(big)
     playground.close()
+
+
+def test_the_ui_steps_keep_the_size_limits_and_lose_nothing():
+    """Edit, Regenerate's keep and the arrows, called as the page calls them: a message over the
+    limit, or alternatives over theirs (the page sends them back: a visitor can forge them), are
+    refused with the reason and the chat stays as it was."""
+    import gradio as gr
+
+    from playground import Playground
+    from ui.branches_view import make_branch_handlers
+
+    playground = Playground(AppConfig(max_message_chars=50, hosted=True))
+    steps = make_branch_handlers(playground)
+    try:
+        edit = gr.EditData(None, {"index": 0, "value": "x" * 51, "previous_value": "Name a fruit."})
+        with pytest.warns(UserWarning, match="at most 50"):
+            history, data, chosen = steps["edit"](list(FIRST), {}, None, edit)
+        assert texts(history) == texts(FIRST) and data == {} and chosen is None
+
+        edit = gr.EditData(None, {"index": 0, "value": "Say hello.", "previous_value": "Name a fruit."})
+        history, data, chosen = steps["edit"]([user("Say hello."), *FIRST[1:]], {}, None, edit)
+        assert texts(history) == ["Say hello."] and chosen == 0
+        back, data = steps["previous"](history, data, 0)
+        assert texts(back) == texts(FIRST)
+
+        forged = Branches().keep([user("x"), *reply("a", "y" * 45)], 1)
+        for n in range(50):
+            forged = forged.keep([user("x"), *reply(f"b{n}", "z" * 45)], 1)
+        with pytest.warns(UserWarning, match="alternatives hold"):
+            same, kept = steps["previous"]([user("x"), *reply("c", "z")], forged.to_data(), 1)
+        assert texts(same) == ["x", "z"] and kept == forged.to_data()
+        with pytest.warns(UserWarning, match="alternatives hold"):
+            same, kept, _ = steps["keep_reply"]([user("x"), *reply("c", "z")], forged.to_data(), None)
+        assert texts(same) == ["x", "z"]
+    finally:
+        playground.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from core import chat_io
 from core.branches import Branches, ForkView
 from core.errors import PlaygroundError
 from core.messages import content_text, field, plain_history
@@ -50,7 +51,7 @@ def build_branch_bar() -> BranchBar:
 
 def _branches(data: Any) -> Branches:
     try:
-        return Branches.from_data(data)
+        return Branches.from_data(data, chat_io.normalise)
     except PlaygroundError:  # damaged (an older page, a hand-edited storage): start without alternatives
         return Branches()
 
@@ -135,7 +136,12 @@ def make_branch_handlers(playground: Playground) -> dict[str, Callable[..., Any]
             gr.Warning("There are no alternatives there any more.")
             return history, data
         to = min(max(view.active + delta, 0), view.count - 1)
-        path, branches = branches.switch(history, view.at, to)
+        try:
+            playground.check_branches(branches)  # the page sent them: the same limit as when they were kept
+            path, branches = branches.switch(history, view.at, to)
+        except PlaygroundError as exc:
+            gr.Warning(playground.error_text(exc))
+            return history, data
         return path, branches.to_data()
 
     def previous(history: History, data: Any, at: Any) -> tuple[History, Any]:

@@ -249,7 +249,7 @@ def _compare(playground: Any, args: argparse.Namespace) -> int:
     from core.events import AnswerDelta, LoopStopped, ReasoningDelta
     from core.tools import ToolResult
     from playground import load_fresh
-    from playground.compare import EntrySpec, collect, new_comparison, run_comparison
+    from playground.compare import EntrySpec, add_published, collect, new_comparison, run_comparison
 
     specs = [playground.resolve(model, args.backend) for model in args.models]  # fail fast on a bad name
     settings, thinking = resolve_settings(playground, args, any(spec.quantized for spec in specs))
@@ -264,6 +264,7 @@ def _compare(playground: Any, args: argparse.Namespace) -> int:
                            settings=settings, thinking=thinking, system_prompt=args.system,
                            options=entries[0].options, toolbox=toolbox)  # prompt and settings checked before any load
     comparison = new_comparison(entries, args.prompt or "", settings, thinking, args.system or "")
+    add_published(playground, comparison, entries)  # presets/published_figures.json, beside the measured figures
 
     def show(event) -> None:
         if args.json or args.markdown:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.events import AnswerDelta, ChatEvent, GenerationStats, LoopStopped, ReasoningDelta, ThinkingBudgetReached
+from core.published import markdown_lines
 from core.speed_bound import WeightProfile, bound_tokens_per_s, memory_split, share_of_bound
 from core.tools import ReasoningCut, RoundLimitReached, RoundStarted, Toolbox, ToolResult
 
@@ -74,6 +75,9 @@ class EntryResult:
     # ``reasoning`` / ``answer`` / ``stats`` above are the current generation's
     steps: list[dict[str, Any]] = field(default_factory=list)
     budget_cut: bool = False  # the thinking budget ended this turn's reasoning (in any round)
+    # what sources published for this entry's checkpoint in the comparison's mode
+    # (``core.published.PublishedMatch.to_dict``; set by ``playground.compare.add_published``)
+    published: list[dict[str, Any]] | None = None
 
     def add(self, event: ChatEvent | CallCheck) -> None:
         if isinstance(event, ReasoningDelta):
@@ -263,7 +267,8 @@ class Comparison:
         """The results table: one row per entry, agreement against the first entry. With tools
         (``uses_tools``): the figures cover every generation of the turn, and ``tool_calls``,
         ``valid_calls``, ``rounds`` and ``final_answer_matches`` (None for the reference) follow
-        ``answer_matches``. With a thinking budget: ``budget_cut`` after ``reasoning_tokens``."""
+        ``answer_matches``. With a thinking budget: ``budget_cut`` after ``reasoning_tokens``. When
+        some entry has published figures (``has_published``): ``published``, the entry's list."""
         reference = self.entries[0] if self.entries else None
         rows = []
         for index, entry in enumerate(self.entries):
@@ -296,6 +301,7 @@ class Comparison:
                 **(_drift_cells(entry) if self.scored_drift else {}),
                 **(_bound_cells(entry, stats) if self.measured_memory else {}),
                 "perplexity": _perplexity(entry),
+                **({"published": entry.published or []} if self.has_published else {}),
                 "error": entry.error or entry.stop_reason,
             })
         return rows
@@ -304,6 +310,15 @@ class Comparison:
     def measured_memory(self) -> bool:
         """Some entry has a weight profile: the table has memory by kind and the speed bound."""
         return any(entry.memory and entry.memory.get("profile") for entry in self.entries)
+
+    @property
+    def has_published(self) -> bool:
+        """Some entry's checkpoint has published figures (``core.published``)."""
+        return any(entry.published for entry in self.entries)
+
+    def published_note(self) -> str:
+        """The published figures block (under the table); empty when no entry has any."""
+        return "\n".join(markdown_lines([(entry.label, entry.published or []) for entry in self.entries]))
 
     @property
     def scored_drift(self) -> bool:
@@ -353,6 +368,8 @@ class Comparison:
             lines += ["", BOUND_NOTE]
         if self.scored_drift:
             lines += ["", self.drift_note()]
+        if self.has_published:
+            lines += ["", self.published_note()]
         for entry in self.entries:
             lines += ["", f"## {entry.label}", ""]
             for number, turn in enumerate(entry.turns, 1):

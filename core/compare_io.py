@@ -24,7 +24,7 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "answer": (str,), "stats": (dict, type(None)), "info": (dict, type(None)), "load_s": (*_NUMBER, type(None)),
     "error": (str, type(None)), "stop_reason": (str, type(None)), "perplexity": (dict, type(None)),
     "history": (list,), "turns": (list,), "tool_calls": (list,), "steps": (list,), "budget_cut": (bool,),
-    "drift": (dict, type(None)), "memory": (dict, type(None)),
+    "drift": (dict, type(None)), "memory": (dict, type(None)), "published": (list, type(None)),
 }
 _TOP_TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "settings": (dict,), "thinking": (bool,), "system_prompt": (str,), "created": (str,),
@@ -73,6 +73,7 @@ def parse_comparison(data: bytes | str, max_entries: int) -> Comparison:
         for name in ("turns", "tool_calls", "steps"):
             if not all(isinstance(item, dict) for item in entry.get(name, [])):
                 raise ComparisonFileError(f"{where}{name} must be a list of objects")
+        entry.pop("published", None)  # a stranger's "published" figures are not shown: the importer looks them up
     if loaded.get("tools") is not None and not all(isinstance(name, str) for name in loaded["tools"]):
         raise ComparisonFileError("tools must be a list of tool names")
     try:

@@ -84,6 +84,19 @@ def new_comparison(entries: list[EntrySpec], prompt: str, settings: GenerationSe
     return comparison
 
 
+def add_published(playground: Playground, comparison: Comparison, entries: list[EntrySpec]) -> None:
+    """Give each entry what sources published for its checkpoint in the comparison's mode
+    (``core.published``; an empty list when none did, or when the model does not resolve).
+    Call it again when the mode changes (a follow-up with thinking switched)."""
+    for entry, result in zip(entries, comparison.entries):
+        try:
+            spec = playground.resolve(entry.model, entry.backend)
+        except PlaygroundError:
+            result.published = []
+            continue
+        result.published = [match.to_dict() for match in playground.published.matching(spec, comparison.thinking)]
+
+
 def check_call(call: AnyCall, specs: Mapping[str, ToolSpec]) -> CallCheck:
     """Is ``call`` valid: did it parse, does it name one of ``specs``, do its arguments fit?"""
     if isinstance(call, ToolCallError):

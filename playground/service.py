@@ -1,6 +1,6 @@
 """:class:`Playground`: the one owner of a chat request, between the edges and the engines.
 
-It holds the configuration (hosted mode's rules), the catalog and presets (read once), the shared
+It holds the configuration (hosted mode's rules), the catalog, presets and published figures (read once), the shared
 model pool and the start model. The web UI, the API, the CLI and the benchmarks all go through it:
 
     request = playground.request(history, model="tiny-bf16", thinking=True)   # checked once
@@ -42,6 +42,7 @@ from core.memory import GB, HostMemory, fit_problem
 from core.mcp_config import ServerConfig, parse_mcp_config
 from core.messages import plain_history
 from core.presets import Preset, default_preset_name, load_presets
+from core.published import PublishedFigures, load_published
 from core.request import ChatRequest, LoadOptions
 from core.redact import public_text, redact
 from core.settings import GenerationSettings
@@ -145,10 +146,12 @@ class Playground:
     ``pool``: shared loaded models (a new one sized by the config if None)."""
 
     def __init__(self, config: AppConfig | None = None, pool: ModelPool | None = None, *,
-                 catalog: list[ModelSpec] | None = None, presets: dict[str, Preset] | None = None) -> None:
+                 catalog: list[ModelSpec] | None = None, presets: dict[str, Preset] | None = None,
+                 published: PublishedFigures | None = None) -> None:
         self.config = config or AppConfig()
         self.catalog = load_catalog() if catalog is None else catalog
         self.presets = load_presets() if presets is None else presets
+        self.published = load_published() if published is None else published  # presets/published_figures.json
         self.pool = pool or ModelPool(max_models=self.config.max_models)
         if self.pool.admit is None:
             self.pool.admit = self.admit  # every load, from any tab or endpoint, is vetted

@@ -56,6 +56,7 @@ def test_compare_three_models_side_by_side_offline(browser, ui_server):
     for index, model in enumerate(ENTRIES, 1):  # agreement 100% with the first entry, the same answer
         row = table.get_by_role("row", name=re.compile(rf"^{index}\. {re.escape(model)} .* 100% yes"))
         expect(row).to_have_count(1)
+    expect(page.locator("#compare-published")).to_be_hidden()  # no source published figures for tiny models
     # the charts (Vega's SVG, bundled with Gradio): one bar per entry, labelled with it, in order
     labels = [f"{index}. {model}" for index, model in enumerate(ENTRIES, 1)]
     for chart, unit in (("#compare-speed-chart", "tokens/s"), ("#compare-memory-chart", "MiB")):

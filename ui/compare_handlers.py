@@ -34,12 +34,12 @@ from core.texts import TEXTS, scoring_text
 from core.tools import Toolbox
 from core.values import check_depth, strict_bool, strict_text
 from playground import Playground
-from playground.compare import EntrySpec, collect, concurrency_plan, new_comparison, run_comparison
+from playground.compare import EntrySpec, add_published, collect, concurrency_plan, new_comparison, run_comparison
 from playground.drift import DriftEntry, drift_steps
 from playground.tools.selection import ToolSelection
 from ui.api import visitor_of
 from ui.compare_view import (FINISHED, LOADING, MAX_ENTRIES, RUNNING, WAITING, chart_data, column_messages,
-                             kind_chart_data, measure_note, results_table, share_chart_data)
+                             kind_chart_data, measure_note, published_note, results_table, share_chart_data)
 
 AUTO_PRESET = "auto"  # the mode's card preset, its quantized variant when any entry is quantized
 UPDATE_EVERY_S = 0.05  # at most this often while tokens stream (every load, error and end at once)
@@ -66,11 +66,13 @@ def render(comparison: Comparison | None, status: str, phases: list[str] | None 
 def render_measures(comparison: Comparison | None) -> tuple[Any, ...]:
     """The drift and hardware charts with their note (after every run, import, clear): the KLD
     per entry, tokens/s as a share of the bandwidth bound, memory stacked by kind; each shown
-    only when some entry has its figures."""
+    only when some entry has its figures. Then the published figures under the table, shown
+    only when some entry's checkpoint has any."""
     kld, share, kinds = chart_data(comparison, "kld_mean"), share_chart_data(comparison), kind_chart_data(comparison)
-    note = measure_note(comparison)
+    note, published = measure_note(comparison), published_note(comparison)
     return (gr.BarPlot(kld, visible=not kld.empty), gr.BarPlot(share, visible=not share.empty),
-            gr.BarPlot(kinds, visible=not kinds.empty), gr.Markdown(note, visible=bool(note)))
+            gr.BarPlot(kinds, visible=not kinds.empty), gr.Markdown(note, visible=bool(note)),
+            gr.Markdown(published, visible=bool(published)))
 
 
 def entry_options(playground: Playground, model: str, factor: float) -> LoadOptions:
@@ -209,6 +211,7 @@ def make_compare_handlers(playground: Playground):
         histories = comparison.start_turn(prompt, toolbox)
         comparison.settings, comparison.thinking = settings.to_dict(), bool(thinking)
         comparison.system_prompt = system_prompt or ""
+        add_published(playground, comparison, entries)  # this turn's mode
         count = len(entries)
         concurrent, plan_note = concurrency_plan(playground, entries, bool(concurrent))  # the pool's budget
         phases = [LOADING if concurrent or i == 0 else WAITING for i in range(count)]
@@ -309,7 +312,9 @@ def make_compare_handlers(playground: Playground):
             == [(e.model, e.options.yarn_factor) for e in entries]
         if same and comparison is not None:
             return comparison
-        return new_comparison(entries, "", playground.presets[default_preset_name(True)].settings, True)
+        fresh = new_comparison(entries, "", playground.presets[default_preset_name(True)].settings, True)
+        add_published(playground, fresh, entries)
+        return fresh
 
     def perplexity(model_1: str, yarn_1: float, model_2: str, yarn_2: float, model_3: str | None, yarn_3: float,
                    model_4: str | None, yarn_4: float, text: str = "tiny-script", pasted: str = "",
@@ -383,6 +388,8 @@ def make_compare_handlers(playground: Playground):
             playground.check_comparison(comparison)
         except PlaygroundError as exc:
             raise gr.Error(f"Could not import the comparison: {playground.error_text(exc)}") from None
+        # published figures come from this playground's file, never from the imported one
+        add_published(playground, comparison, comparison_entries(playground, comparison))
         pickers = []
         for index in range(MAX_ENTRIES):
             entry = comparison.entries[index] if index < len(comparison.entries) else None

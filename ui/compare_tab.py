@@ -63,6 +63,7 @@ class CompareTab:
     status: gr.Markdown
     tools_note: gr.Markdown  # shown when tools are on: calls run automatically
     table: gr.Dataframe
+    published: gr.Markdown  # shown when some entry's checkpoint has published figures
     tokens_chart: gr.BarPlot
     memory_chart: gr.BarPlot
     kld_chart: gr.BarPlot  # these three and the note: shown once some entry has their figures
@@ -132,6 +133,7 @@ def build_compare_tab(playground: Playground) -> CompareTab:
     tools_note = gr.Markdown("", visible=False, elem_id="compare-tools-note")
     table = gr.Dataframe(value=None, headers=TABLE_HEADERS, label="Results (agreement: vs the first entry)",
                          interactive=False, wrap=True, elem_id="compare-table")
+    published = gr.Markdown("", visible=False, elem_id="compare-published")
     with gr.Row():
         tokens_chart = gr.BarPlot(None, x="entry", y="tokens_per_s", y_title="tokens/s", y_lim=[0, None],
                                   title="Speed", elem_id="compare-speed-chart", height=240)
@@ -168,8 +170,8 @@ def build_compare_tab(playground: Playground) -> CompareTab:
     tools = gr.JSON(None, visible=False, label="tools")
     return CompareTab(models, yarns, columns, prompt, system_prompt, thinking, preset, seed, max_new_tokens,
                       thinking_budget, loop_guard, concurrent, compare, follow_up, stop, clear, status, tools_note,
-                      table, tokens_chart, memory_chart, kld_chart, bound_chart, kinds_chart, measure_note, text,
-                      pasted, score, drift, export, json_file, markdown_file, import_file, state, tools)
+                      table, published, tokens_chart, memory_chart, kld_chart, bound_chart, kinds_chart, measure_note,
+                      text, pasted, score, drift, export, json_file, markdown_file, import_file, state, tools)
 
 
 def wire_compare_tab(playground: Playground, tab: CompareTab, tools: gr.components.Component | None = None) -> None:
@@ -204,7 +206,7 @@ def wire_compare_tab(playground: Playground, tab: CompareTab, tools: gr.componen
         tab.drift.click(drift, [*entries, tab.text, tab.pasted, tab.state], outputs,
                         api_name="compare_drift", show_progress="minimal"),
     ]
-    measures = [tab.kld_chart, tab.bound_chart, tab.kinds_chart, tab.measure_note]
+    measures = [tab.kld_chart, tab.bound_chart, tab.kinds_chart, tab.measure_note, tab.published]
     for run in runs:
         run.then(note_of, [tab.state], [tab.tools_note], **quiet).then(render_measures, [tab.state], measures, **quiet)
     # Stop cancels the run (Gradio closes its generator, whose finally stops every column), then

@@ -217,6 +217,12 @@ def share_chart_data(comparison: Comparison | None) -> pd.DataFrame:
     return pd.DataFrame(points, columns=["entry", "share_pct"]).astype({"entry": str, "share_pct": float})
 
 
+def published_note(comparison: Comparison | None) -> str:
+    """The published figures beside the measured ones (under the table): one line per entry whose
+    checkpoint and mode a source reports, naming and linking it; empty when none matches."""
+    return comparison.published_note() if comparison is not None else ""
+
+
 def measure_note(comparison: Comparison | None) -> str:
     """How the drift and bound figures were made (under their charts); empty without them."""
     if comparison is None:

@@ -10,6 +10,7 @@ from core.continuation import continuation_of
 from core.errors import PlaygroundError, PromptError
 from core.events import AnswerDelta, GenerationStats, ReasoningDelta
 from playground import Playground
+from test_thinking_budget import playground  # noqa: F401  (the module's Playground, one model at a time)
 from tinymodels.script import case
 from ui.chat_tab import stream_reply
 from ui.formatting import close_reply
@@ -19,14 +20,6 @@ pytestmark = pytest.mark.timeout(600)
 SKY = case("another")  # reasoning "On a clear day the sky looks blue." then "The sky is blue."
 QUESTION = SKY.messages[-1]["content"]
 NO_THINK = case("another_no_think_hard")
-
-
-@pytest.fixture(scope="module")
-def playground():
-    playground = Playground(AppConfig(max_models=1))
-    yield playground
-    playground.pool.unload_all()
-    playground.close()
 
 
 def chat(playground, history, model, thinking=True, **settings):

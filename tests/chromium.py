@@ -38,3 +38,18 @@ def offline_context(browser, outside: list[str], **kwargs):
 
     context.route("**/*", guard)
     return context
+
+
+def wait_pumping(page, event, what: str, timeout_s: float = 30) -> None:
+    """Wait for a server-side ``threading.Event`` while Playwright keeps serving the page.
+
+    The page's requests go through the route handler of ``offline_context``, which Playwright's
+    sync API runs on this thread, only while this thread is inside a Playwright call: a plain
+    ``event.wait()`` here would hold back the very request (a Regenerate, a Stop) that sets it.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not event.is_set():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(20)  # serves the page's pending requests meanwhile

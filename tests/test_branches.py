@@ -186,3 +186,28 @@ def test_the_ui_steps_keep_the_size_limits_and_lose_nothing():
         assert texts(same) == ["x", "z"]
     finally:
         playground.close()
+
+
+def test_the_arrows_wait_for_the_sessions_reply_to_end():
+    from types import SimpleNamespace
+
+    from playground import Playground
+    from playground.tools.approval import LiveReplies
+    from ui.branches_view import make_branch_handlers
+
+    live, playground = LiveReplies(), Playground(AppConfig())
+    steps = make_branch_handlers(playground, live)
+    branches = Branches().keep(FIRST, 0)
+    edited = [user("What color is the sky?"), *reply("c", "Blue.")]
+    visitor, other = SimpleNamespace(session_hash="s1"), SimpleNamespace(session_hash="s2")
+    try:
+        with live.start("s1"):  # this session's reply is streaming
+            with pytest.warns(UserWarning, match="still streaming"):
+                same, _ = steps["previous"](edited, branches.to_data(), 0, visitor)
+            assert same == edited
+            back, _ = steps["previous"](edited, branches.to_data(), 0, other)  # another session's chat
+            assert texts(back) == texts(FIRST)
+        back, _ = steps["previous"](edited, branches.to_data(), 0, visitor)  # it ended
+        assert texts(back) == texts(FIRST)
+    finally:
+        playground.close()

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from chromium import ARTIFACTS, offline_context, requires_chromium
+from chromium import ARTIFACTS, offline_context, requires_chromium, wait_pumping
 from core.messages import content_text, kind_of
 from playground.tools.approval import ReplyControl
 from test_browser_session import bot_messages, final_saves, send, stored_chat, user_messages, wait_saved
@@ -71,16 +70,6 @@ def gate(ui_server, monkeypatch):
     gate.halted = halted
     yield gate
     gate.release.set()
-
-
-def wait_pumping(page, event: threading.Event, what: str, timeout_s: float = 30) -> None:
-    """Wait for a server-side ``event`` while Playwright keeps serving the page: its requests go
-    through this thread's route handler (``offline_context``), so a plain ``event.wait`` here
-    would hold back the very request that sets it."""
-    deadline = time.monotonic() + timeout_s
-    while not event.is_set():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        page.wait_for_timeout(20)  # serves the page's pending requests meanwhile
 
 
 def edit_message(page, index: int, text: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chromium import ARTIFACTS, offline_context, requires_chromium
+from chromium import ARTIFACTS, offline_context, requires_chromium, wait_pumping
 from core.messages import content_text
 from tinymodels.script import ENDLESS_Q, FRUIT_ANSWER, FRUIT_Q, case
 from ui.chat_files import SAVED_ATTRIBUTE, STORAGE_KEY
@@ -94,7 +94,7 @@ def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model,
     wait_saved(page, 1)
     counted_tiny_model.computed.clear()
     page.locator("#regenerate").click()
-    assert counted_tiny_model.computed.wait(20), "Regenerate did not compute a new reply"
+    wait_pumping(page, counted_tiny_model.computed, "Regenerate to compute a new reply", timeout_s=20)
     # the page says the regenerated reply has ended and is saved: the storage holds it, figures included
     wait_saved(page, 2)
     assert final_saves(page) == 3

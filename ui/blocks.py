@@ -78,7 +78,7 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
     live = LiveReplies()
     handlers = make_chat_handlers(playground, live)
     submit_fn, respond_fn = handlers.submit, handlers.respond
-    branch = make_branch_handlers(playground)
+    branch = make_branch_handlers(playground, live)
     bar = chat.branches
     halt, decide = make_reply_controls(live)
     load_model = make_load_model(playground)

@@ -21,6 +21,7 @@ from core.branches import Branches, ForkView
 from core.errors import PlaygroundError
 from core.messages import content_text, field, plain_history
 from playground import Playground
+from playground.tools.approval import LiveReplies
 from ui.formatting import split_last_turn, user_message
 
 History = list[Any]
@@ -81,9 +82,10 @@ def bar_view(path: History, data: Any, chosen: Any = None) -> tuple[Any, Any, An
             gr.Button(interactive=current.active < current.count - 1))
 
 
-def make_branch_handlers(playground: Playground) -> dict[str, Callable[..., Any]]:
+def make_branch_handlers(playground: Playground, live: LiveReplies | None = None) -> dict[str, Callable[..., Any]]:
     """The steps the chat's events chain: keep what a Regenerate or an edit replaces (then the
-    usual reply streams), step through alternatives, pick a fork by clicking a message."""
+    usual reply streams), step through alternatives, pick a fork by clicking a message.
+    ``live``: the replies in progress (the arrows wait for the session's reply to end)."""
 
     def checked(branches: Branches) -> dict[str, Any]:
         playground.check_branches(branches)
@@ -128,8 +130,11 @@ def make_branch_handlers(playground: Playground) -> dict[str, Callable[..., Any]
             return _unedited(history, index, event), data, chosen
         return [*history[:index], user_message(text)], kept, index
 
-    def step(history: History, data: Any, at: Any, delta: int) -> tuple[History, Any]:
+    def step(history: History, data: Any, at: Any, delta: int, request: gr.Request | None) -> tuple[History, Any]:
         history = list(history or [])
+        if live is not None and request is not None and live.get(request.session_hash) is not None:
+            gr.Warning("A reply is still streaming: wait for it to end (or Stop it), then switch.")
+            return history, data
         branches = _branches(data)
         view = next((v for v in branches.forks_on(history) if v.at == at), None)
         if view is None:
@@ -144,11 +149,11 @@ def make_branch_handlers(playground: Playground) -> dict[str, Callable[..., Any]
             return history, data
         return path, branches.to_data()
 
-    def previous(history: History, data: Any, at: Any) -> tuple[History, Any]:
-        return step(history, data, at, -1)
+    def previous(history: History, data: Any, at: Any, request: gr.Request = None) -> tuple[History, Any]:
+        return step(history, data, at, -1, request)
 
-    def next_(history: History, data: Any, at: Any) -> tuple[History, Any]:
-        return step(history, data, at, +1)
+    def next_(history: History, data: Any, at: Any, request: gr.Request = None) -> tuple[History, Any]:
+        return step(history, data, at, +1, request)
 
     def pick(history: History, data: Any, event: gr.SelectData) -> Any:
         """A message clicked in the chat: the bar turns to the fork of its turn (a user message:

@@ -101,10 +101,10 @@ def _wire(playground: Playground, demo: gr.Blocks, chat, models, settings, tools
     keep = dict(fn=branch["keep_reply"], inputs=[chat.chatbot, bar.data, bar.fork],
                 outputs=[chat.chatbot, bar.data, bar.fork],
                 queue=False, api_visibility="private", show_progress="hidden")
-    replies.append(chat.regenerate.click(**keep).then(
+    replies.append(chat.regenerate.click(**keep).success(
         handlers.regenerate_ui, [chat.chatbot, *generation_inputs], [chat.chatbot], api_visibility="private",
         show_progress="minimal"))
-    replies.append(chat.retry_loop.click(**keep).then(
+    replies.append(chat.retry_loop.click(**keep).success(
         handlers.retry_loop_ui, [chat.chatbot, *generation_inputs], [chat.chatbot, presence_slider],
         api_visibility="private", show_progress="minimal"))
     replies.append(chat.chatbot.edit(branch["edit"], [chat.chatbot, bar.data, bar.fork],

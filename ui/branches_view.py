@@ -94,7 +94,8 @@ def make_branch_handlers(playground: Playground, live: LiveReplies | None = None
     def keep_reply(history: History, data: Any, chosen: Any) -> tuple[History, Any, Any]:
         """Regenerate: the last reply (and anything after the user's message) becomes an alternative;
         the chat ends with the user's message, which the reply step then answers. The bar turns
-        to this fork."""
+        to this fork. Refused (the alternatives' size limit): an error, which ends the chain
+        before the reply step, so the reply stays."""
         history = list(history or [])
         before, last = split_last_turn(history)
         if last is None:
@@ -103,8 +104,7 @@ def make_branch_handlers(playground: Playground, live: LiveReplies | None = None
         try:
             kept = checked(_branches(data).keep(history, at)) if at < len(history) else data
         except PlaygroundError as exc:
-            gr.Warning(playground.error_text(exc))
-            return history, data, chosen
+            raise gr.Error(playground.error_text(exc)) from None
         return history[:at], kept, at
 
     def edit(history: History, data: Any, chosen: Any, event: gr.EditData) -> tuple[History, Any, Any]:

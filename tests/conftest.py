@@ -93,10 +93,14 @@ def join_threads(matches: Any, timeout: float) -> list[Any]:
 
 def launch_in_process(demo: Any, concurrency: int = 4) -> str:
     """Serve ``demo`` (a gr.Blocks) on 127.0.0.1:<free port> without blocking; return its URL."""
+    from core.config import AppConfig
+    from ui.request_limit import request_limit
+
     port = free_port()
     demo.queue(default_concurrency_limit=concurrency)
+    config = getattr(getattr(demo, "playground", None), "config", None) or AppConfig()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                show_error=True)
+                show_error=True, app_kwargs={"middleware": [request_limit(config.max_request_bytes)]})  # as ui.launch
     return f"http://127.0.0.1:{port}"
 
 

@@ -219,6 +219,35 @@ def test_uploads_over_the_byte_cap_are_refused_by_gradio(app, client, tmp_path):
     assert response.status_code == 413, response.text
 
 
+def test_every_route_refuses_a_request_body_over_the_cap_before_reading_it(app):
+    """A body over ``max_request_bytes`` (a conversation and its alternatives) gets a 413 on every
+    route, Gradio's events and API, uploads and the OpenAI-compatible API alike, declared or
+    chunked; under the cap the route itself answers."""
+    import httpx
+
+    from core.config import AppConfig
+
+    cap = AppConfig(max_message_chars=LIMIT).max_request_bytes
+    assert cap > UPLOAD_BYTES  # an upload at the cap still reaches Gradio's own check (above)
+    routes = ("/gradio_api/queue/join", "/gradio_api/call/chat", "/gradio_api/upload", "/v1/chat/completions")
+    for route in routes:
+        response = httpx.post(f"{app.url}{route}", content=b" " * (cap + 1), timeout=60,
+                              headers={"content-type": "application/json"})
+        assert response.status_code == 413, (route, response.status_code)
+        assert response.json() == {"error": f"the request is larger than this playground accepts ({cap:,} bytes at most)"}
+
+    def chunked():  # no Content-Length: counted as it arrives
+        for _ in range(3):
+            yield b" " * (cap // 2)
+
+    response = httpx.post(f"{app.url}/gradio_api/queue/join", content=chunked(), timeout=60,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    under = httpx.post(f"{app.url}/gradio_api/queue/join", content=b"{}", timeout=60,
+                       headers={"content-type": "application/json"})
+    assert under.status_code not in (413, 500)  # Gradio's own answer to a bad event
+
+
 # -- parsing: nesting and "false" ------------------------------------------------------------------
 def test_deeply_nested_content_is_refused_with_its_field(client, tmp_path):
     from gradio_client import handle_file

@@ -45,6 +45,7 @@ def launch(args: argparse.Namespace, *, block: bool = True, pool: ModelPool | No
     when ``block`` is False, with the start model still loading: ``demo.playground.warmup``)."""
     from ui.blocks import build_app
     from ui.openai_routes import openai_routes
+    from ui.request_limit import request_limit
 
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     try:
@@ -73,10 +74,12 @@ def launch(args: argparse.Namespace, *, block: bool = True, pool: ModelPool | No
     # unexpected exception shows no text (gr.Error's worded messages still do)
     demo.queue(default_concurrency_limit=getattr(args, "concurrency", None) or DEFAULT_CONCURRENCY,
                max_size=config.queue_size)
-    # the OpenAI-compatible API (/v1) on the same server, before Gradio's own routes (ui.openai_routes)
+    # the OpenAI-compatible API (/v1) on the same server, before Gradio's own routes (ui.openai_routes);
+    # every request body capped before anything reads it (ui.request_limit)
     demo.launch(server_name=args.host, server_port=args.port, share=share, prevent_thread_lock=True,
                 show_error=not config.hosted, max_file_size=config.max_upload_bytes,
-                app_kwargs={"routes": openai_routes(playground)})
+                app_kwargs={"routes": openai_routes(playground),
+                            "middleware": [request_limit(config.max_request_bytes)]})
     if config.openai_api_on:
         log(f"OpenAI-compatible API at {str(demo.local_url).rstrip('/')}/v1"
             + (" (Bearer key required)" if config.api_key else ""))

@@ -35,6 +35,7 @@ ALTERNATIVES_FACTOR = 4  # the alternatives an edit or a Regenerate keeps: up to
 # (UTF-8, JSON escapes and indentation, a Markdown export's text plus its base64 copy, Compare's columns)
 UPLOAD_BYTES_PER_CHAR = 16
 REQUEST_SLACK_BYTES = 64 * 1024  # a request's fields besides its conversation (settings, model, multipart framing)
+MIN_REQUEST_BYTES = 8 * 1024 * 1024  # a pasted megabyte is told "at most N characters", not cut off at the door
 DEFAULT_HOSTED_QUEUE = 64  # hosted mode: requests waiting in Gradio's queue at once (more are turned away)
 DEFAULT_TOOL_CALLS_PER_MINUTE = 20
 
@@ -271,8 +272,10 @@ class AppConfig:
     def max_request_bytes(self) -> int:
         """The largest HTTP request body the server reads, on every route (Gradio's events and
         API, the OpenAI-compatible API, uploads): a conversation and its alternatives, at the
-        upload cap's bytes per character, plus room for the request's own fields."""
-        return UPLOAD_BYTES_PER_CHAR * (self.max_conversation_chars + self.max_alternatives_chars) + REQUEST_SLACK_BYTES
+        upload cap's bytes per character, plus room for the request's own fields; at least
+        ``MIN_REQUEST_BYTES``, so that a message merely over the limit still gets its worded refusal."""
+        return max(MIN_REQUEST_BYTES, UPLOAD_BYTES_PER_CHAR * (self.max_conversation_chars + self.max_alternatives_chars)
+                   + REQUEST_SLACK_BYTES)
 
     def check_upload(self, size: int, what: str = "the file") -> None:
         """Refuse (``PromptError``) a file or import of ``size`` bytes over ``max_upload_bytes``, unread."""

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from backends.base import Backend, LoadOptions
 from core.catalog import ModelSpec
@@ -58,6 +58,7 @@ def _default_factory(name: str) -> Backend:
 
 
 DEFAULT_WAIT_S = 300.0  # how long a load waits for a leased slot to be handed back
+STOP_POLL_S = 0.2  # how soon a Stop ends that wait
 
 
 class ModelPool:
@@ -115,18 +116,21 @@ class ModelPool:
 
     @contextmanager
     def lease(self, spec: ModelSpec, options: LoadOptions = LoadOptions(),
-              progress: ProgressFn | None = None) -> Iterator[Backend]:
-        """Like :meth:`get`, and the model is not evicted until the ``with`` block ends."""
-        with self._lease(spec, options, progress) as backend:
+              progress: ProgressFn | None = None, stop: Any = None) -> Iterator[Backend]:
+        """Like :meth:`get`, and the model is not evicted until the ``with`` block ends.
+        ``stop`` (anything with ``is_set()``): set while waiting for a slot, the wait ends
+        (``ModelSlotsBusy``) instead of loading a model for a reply nobody waits for any more."""
+        with self._lease(spec, options, progress, stop) as backend:
             yield backend
 
     @contextmanager
-    def _lease(self, spec: ModelSpec, options: LoadOptions, progress: ProgressFn | None) -> Iterator[Backend]:
+    def _lease(self, spec: ModelSpec, options: LoadOptions, progress: ProgressFn | None,
+               stop: Any = None) -> Iterator[Backend]:
         options = options.validate()
         if self.admit is not None:
             self.admit(spec, options)
         key = PoolKey.of(spec, options)
-        entry = self._take_slot(key, progress)  # counts this lease as a user
+        entry = self._take_slot(key, progress, stop)  # counts this lease as a user
         try:
             with entry.lock:  # one load per key; others asking for it wait here
                 if entry.backend is None:
@@ -147,7 +151,7 @@ class ModelPool:
     def _held(self) -> int:
         return len(self._entries) + self._unloading
 
-    def _take_slot(self, key: PoolKey, progress: ProgressFn | None) -> _Entry:
+    def _take_slot(self, key: PoolKey, progress: ProgressFn | None, stop: Any = None) -> _Entry:
         """The entry for ``key`` with this lease counted: the existing one (loaded or loading),
         else a new one in a free slot, freeing the least recently used idle model first, or
         waiting for a lease to end when every slot is leased."""
@@ -177,11 +181,14 @@ class ModelPool:
                         finally:
                             self._lock.acquire()
                         continue
+                if stop is not None and stop.is_set():
+                    raise ModelSlotsBusy("stopped while waiting for a free model slot")
                 if now >= deadline:
                     raise ModelSlotsBusy(
                         f"every model slot of this playground ({self.max_models}) is busy with replies still "
                         f"running; waited {self.wait_s:g} s: try again when they end")
-                self._changed.wait(deadline - now)
+                # a slot frees with a notify; a Stop has none to send here, hence the short slices
+                self._changed.wait(min(deadline - now, STOP_POLL_S) if stop is not None else deadline - now)
 
     def _unload(self, entry: _Entry) -> None:
         """Free an entry already taken out of the table (called, and returns, with the lock held);

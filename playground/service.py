@@ -275,11 +275,11 @@ class Playground:
 
     @contextmanager
     def lease(self, spec: ModelSpec, options: LoadOptions,
-              progress: ProgressFn | None = None) -> Iterator[Backend]:
+              progress: ProgressFn | None = None, stop: Any = None) -> Iterator[Backend]:
         """The pooled backend for (spec, options), loading it if needed; not evicted until the
-        block ends."""
+        block ends. ``stop`` set while every slot is busy: the wait ends (``ModelSlotsBusy``)."""
         self.admit(spec, options.validate())  # before any work: a tiny model is built on first use
-        with self.pool.lease(materialise(spec, progress), options, progress) as backend:
+        with self.pool.lease(materialise(spec, progress), options, progress, stop) as backend:
             yield backend
 
     def load(self, ref: str, yarn_factor: Any = 1.0, progress: ProgressFn | None = None) -> Backend:
@@ -564,7 +564,7 @@ class Playground:
         tripped = threading.Event()  # set by the loop guard
         if request.loop_guard:
             stop = StopSignal(stop, tripped)
-        with self.lease(request.spec, request.options, progress) as backend:
+        with self.lease(request.spec, request.options, progress, stop) as backend:
             yield ModelReady(self.describe(backend), time.perf_counter() - started)
 
             def generate(turn: ChatRequest) -> Iterator[ChatEvent]:

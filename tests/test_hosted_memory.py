@@ -249,6 +249,42 @@ def test_a_load_that_waits_too_long_is_refused_clearly(tiny_bf16):
     playground.pool.unload_all()
 
 
+def test_stop_ends_a_wait_for_a_model_slot_and_nothing_loads(tiny_bf16):
+    """Stop while every slot is busy: the reply waiting for one ends at once instead of waiting
+    out the 300 s and then loading a model for a reply nobody waits for."""
+    import threading
+
+    from backends.pool import ModelPool
+    from playground import Playground
+
+    census = Census()
+    playground = Playground(AppConfig(max_models=1), ModelPool(max_models=1, factory=census.factory))
+    one = playground.resolve("tiny-bf16")
+    request = playground.request([{"role": "user", "content": "hi"}], model="tiny-bf16", yarn_factor=2.0)
+    stop, waiting, outcome = threading.Event(), threading.Event(), {}
+
+    def progress(fraction, text):
+        if text.startswith("Waiting for a free model slot"):
+            waiting.set()
+
+    def reply():
+        try:
+            list(playground.chat(request, progress, stop))
+        except ModelSlotsBusy as exc:
+            outcome["error"] = str(exc)
+
+    with playground.lease(one, playground.load_options(one, 1.0)):
+        worker = threading.Thread(target=reply)
+        worker.start()
+        assert waiting.wait(30), "the reply never waited for a slot"
+        stop.set()
+        worker.join(10)
+        assert not worker.is_alive(), "Stop did not end the wait"
+    assert outcome == {"error": "stopped while waiting for a free model slot"}
+    assert census.loaded == [("tiny-bf16", 1.0)]  # the YaRN x2 model never loaded
+    playground.pool.unload_all()
+
+
 # -- the shared model is the host's --------------------------------------------------------------
 def test_visitors_cannot_switch_the_shared_model_on_the_named_api(pinned):
     """The default hosted playground serves its host's model: another model or YaRN factor is

@@ -357,8 +357,7 @@ class Comparison:
         if self.uses_tools:
             lines += [f"**Tools:** {', '.join(self.tools or [])} · up to {self.max_tool_rounds} rounds per entry; "
                       "calls ran automatically (no approval)", ""]
-        columns = with_budget_column(self, [c for c in _MARKDOWN_COLUMNS if self.uses_tools or c[0] not in _TOOL_KEYS])
-        columns = with_measure_columns(self, columns)
+        columns = table_columns(self)
         lines += ["| " + " | ".join(header for _, header in columns) + " |", "|" + "---|" * len(columns)]
         for index, row in enumerate(self.rows()):
             cells = ["ref" if key == "final_answer_matches" and index == 0 else _cell(key, row[key])
@@ -390,15 +389,32 @@ class Comparison:
         return "\n".join(lines) + "\n"
 
 
-_MARKDOWN_COLUMNS = (
+# the results table, as the Markdown export and the Compare tab show it: (rows() key, header)
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("entry", "entry"), ("load_s", "load s"), ("ttft_s", "TTFT s"), ("tokens_per_s", "tokens/s"),
     ("reasoning_tokens", "reasoning tok"), ("answer_tokens", "answer tok"), ("total_s", "total s"),
     ("memory_mib", "memory MiB"), ("prefix_agreement", "agreement"), ("answer_matches", "same answer"),
-    ("tool_calls", "tool calls"), ("valid_calls", "valid calls"), ("rounds", "rounds"),
-    ("final_answer_matches", "same final answer"), ("perplexity", "perplexity"),
+    ("perplexity", "perplexity"),
 )
-_TOOL_KEYS = ("tool_calls", "valid_calls", "rounds", "final_answer_matches")
+# with tools, after "same answer" (the first entry is the reference: "ref")
+TOOL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("tool_calls", "tool calls"), ("valid_calls", "valid calls"), ("rounds", "rounds"),
+    ("final_answer_matches", "same final answer"),
+)
 BUDGET_COLUMN = ("budget_cut", "budget cut")
+
+
+def table_columns(comparison: Comparison | None, last: tuple[tuple[str, str], ...] = ()) -> list[tuple[str, str]]:
+    """The table's columns in order: the tool columns when tools were offered, "budget cut" with
+    a thinking budget, memory by kind, the bound and the drift figures when measured; ``last``
+    at the end (the Compare tab's "error")."""
+    columns = list(TABLE_COLUMNS)
+    if comparison is not None:
+        if comparison.uses_tools:
+            at = [key for key, _ in columns].index("answer_matches") + 1
+            columns[at:at] = TOOL_COLUMNS
+        columns = with_measure_columns(comparison, with_budget_column(comparison, columns))
+    return [*columns, *last]
 
 
 def with_budget_column(comparison: Comparison, columns: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ tab's style (reasoning panel, answer, stats note), the results table and the bar
 A live run passes each column's phase and measured reasoning time; an imported comparison is
 rendered from its figures. With tools, a column shows every generation of its tool loop with each
 round's calls after it (name, arguments, then the result or the error), and the table adds the
-tool columns (``TOOL_COLUMNS``).
+tool columns (``core.compare.TOOL_COLUMNS``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ModelInfo
-from core.compare import BOUND_NOTE, Comparison, EntryResult, call_text, with_budget_column, with_measure_columns
+from core.compare import BOUND_NOTE, Comparison, EntryResult, call_text
+from core.compare import table_columns as core_table_columns
 from core.events import GenerationStats
 from core.messages import message_id, new_reply_id
 from ui.formatting import (answer_message, error_message, finish_thought, note_message, stats_details, stats_message,
@@ -23,19 +24,9 @@ from ui.formatting import (answer_message, error_message, finish_thought, note_m
 MAX_ENTRIES = 4
 WAITING, LOADING, RUNNING, FINISHED = "waiting", "loading", "running", "finished"
 
-# results table: (rows() key, column header)
-TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("entry", "entry"), ("load_s", "load s"), ("ttft_s", "TTFT s"), ("tokens_per_s", "tokens/s"),
-    ("reasoning_tokens", "reasoning tok"), ("answer_tokens", "answer tok"), ("total_s", "total s"),
-    ("memory_mib", "memory MiB"), ("prefix_agreement", "agreement"), ("answer_matches", "same answer"),
-    ("perplexity", "perplexity"), ("error", "error"),
-)
-TABLE_HEADERS = [header for _, header in TABLE_COLUMNS]
-# with tools, after "same answer" (the first entry is the reference: "ref")
-TOOL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("tool_calls", "tool calls"), ("valid_calls", "valid calls"), ("rounds", "rounds"),
-    ("final_answer_matches", "same final answer"),
-)
+# results table: the export's columns (core.compare.table_columns), then each entry's error
+ERROR_COLUMN = (("error", "error"),)
+TABLE_HEADERS = [header for _, header in core_table_columns(None, ERROR_COLUMN)]
 REFERENCE = "ref"
 _DIGITS = {"load_s": 2, "ttft_s": 3, "tokens_per_s": 1, "total_s": 2, "memory_mib": 1, "perplexity": 3,
            "weights_mib": 2, "kv_mib": 3, "other_mib": 1, "bandwidth_bound_tokens_per_s": 0,
@@ -167,16 +158,8 @@ def _cell(key: str, value: Any) -> Any:
 
 
 def table_columns(comparison: Comparison | None) -> list[tuple[str, str]]:
-    """The table's (key, header) pairs: the tool columns only when the comparison used tools,
-    "budget cut" only when it had a thinking budget, memory by kind and the speed bound (and the
-    drift figures) when measured (``core.compare.with_measure_columns``)."""
-    if comparison is None:
-        return list(TABLE_COLUMNS)
-    if not comparison.uses_tools:
-        return with_measure_columns(comparison, with_budget_column(comparison, list(TABLE_COLUMNS)))
-    at = [key for key, _ in TABLE_COLUMNS].index("answer_matches") + 1
-    return with_measure_columns(comparison, with_budget_column(
-        comparison, [*TABLE_COLUMNS[:at], *TOOL_COLUMNS, *TABLE_COLUMNS[at:]]))
+    """The results table's columns (``core.compare.table_columns``), each entry's error last."""
+    return core_table_columns(comparison, ERROR_COLUMN)
 
 
 def results_table(comparison: Comparison | None) -> pd.DataFrame:

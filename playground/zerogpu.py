@@ -7,14 +7,22 @@ that every session shares it) and sizes the duration from the request's ``max_ne
 
 Outside ZeroGPU (a local machine, a Space with a dedicated GPU or CPU) :func:`gpu` returns the
 function unchanged and never imports ``spaces``: it is not a dependency of the playground.
+
+What ZeroGPU raises (a lost slot: "GPU task aborted"; a visitor's spent quota) is a Gradio error
+worded for the visitor; it becomes a :class:`GpuSlotError`, so hosted mode shows its words
+instead of an unexpected error's type, with what to do about a lost slot.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
+
+from core.errors import PlaygroundError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,4 +82,34 @@ def gpu(fn: F, max_new_tokens_arg: str = "max_new_tokens") -> F:
     def duration(*args: Any, **kwargs: Any) -> int:
         return gpu_duration(kwargs.get(max_new_tokens_arg))
 
-    return spaces.GPU(fn, duration=duration)
+    on_gpu = spaces.GPU(fn, duration=duration)
+    if on_gpu is fn or not inspect.isgeneratorfunction(fn):  # handed back (no ZeroGPU hardware): runs here
+        return on_gpu
+
+    @functools.wraps(fn)
+    def worded(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            yield from on_gpu(*args, **kwargs)
+        except Exception as exc:
+            error = slot_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    return worded  # type: ignore[return-value]
+
+
+class GpuSlotError(PlaygroundError):
+    """ZeroGPU ended the GPU slot before the reply did, or refused one (the visitor's quota)."""
+
+
+def slot_error(exc: BaseException) -> GpuSlotError | None:
+    """``exc`` as a :class:`GpuSlotError` when ZeroGPU raised it (a Gradio error: its message is
+    written for the visitor); None for anything else."""
+    if type(exc).__module__.split(".")[0] != "gradio":
+        return None
+    message = str(getattr(exc, "message", "") or exc).strip() or "the GPU slot was lost"
+    if "aborted" in message.lower():
+        message += (" (the GPU slot ended before the reply did: what streamed is kept; send again, or lower "
+                    "max_new_tokens for a shorter slot)")
+    return GpuSlotError(f"ZeroGPU: {message}")

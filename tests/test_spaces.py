@@ -194,9 +194,19 @@ def test_on_zerogpu_a_lost_gpu_slot_keeps_what_streamed_and_says_so(monkeypatch,
         assert partial and partial != ADD_ANSWER and ADD_ANSWER.startswith(partial)  # what streamed is kept
         error = final[-1]
         assert error["metadata"]["id"].startswith("error:") and "GPU task aborted" in error["content"]
+        assert "the GPU slot ended before the reply did" in error["content"] and "lower max_new_tokens" in error["content"]
         assert error["content"].endswith(CUT_SHORT)
     finally:
         playground.pool.unload_all()
+    # a hosted Space shows ZeroGPU's own words (a visitor's quota, a lost slot), not an error's type
+    from core.config import AppConfig
+
+    hosted = Playground(AppConfig(hosted=True), pool=ModelPool())
+    try:
+        *_, final = stream_reply(hosted, [user_message(ADD_Q)], "", False, SETTINGS, "tiny-bf16", 1.0)
+        assert "ZeroGPU: GPU task aborted (the GPU slot ended before the reply did" in final[-1]["content"]
+    finally:
+        hosted.pool.unload_all()
 
 
 def test_on_zerogpu_a_tool_loop_with_stop_sends_plain_data_to_the_gpu(monkeypatch, real_spaces, tiny_bf16):

@@ -46,10 +46,17 @@ def wait_pumping(page, event, what: str, timeout_s: float = 30) -> None:
     The page's requests go through the route handler of ``offline_context``, which Playwright's
     sync API runs on this thread, only while this thread is inside a Playwright call: a plain
     ``event.wait()`` here would hold back the very request (a Regenerate, a Stop) that sets it.
+    So the page itself asks (a function exposed to it) and Playwright's own condition wait
+    serves the page's requests until the answer is yes.
     """
-    import time
+    exposed = page.__dict__.setdefault("_qwen3_events", {})
+    name = exposed.get(id(event))
+    if name is None:
+        name = exposed[id(event)] = f"__qwen3ServerEvent{len(exposed)}"
+        page.expose_function(name, event.is_set)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    deadline = time.monotonic() + timeout_s
-    while not event.is_set():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        page.wait_for_timeout(20)  # serves the page's pending requests meanwhile
+    try:
+        page.wait_for_function(f"() => window.{name}()", timeout=timeout_s * 1000, polling=20)
+    except PlaywrightTimeout:
+        raise AssertionError(f"timed out waiting for {what}") from None

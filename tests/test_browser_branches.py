@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from chromium import ARTIFACTS, offline_context, requires_chromium, wait_pumping
+from gates import ForwardGate
 from core.messages import content_text, kind_of
 from playground.tools.approval import ReplyControl
 from test_browser_session import bot_messages, final_saves, send, stored_chat, user_messages, wait_saved
@@ -28,35 +29,10 @@ SKY_Q = SKY.messages[-1]["content"]
 pytestmark = [requires_chromium, pytest.mark.timeout(600)]
 
 
-class Gate:
-    """Holds the tiny model at its ``after``-th forward pass until released (a reply that is
-    certainly still streaming when Stop lands), instead of pacing it with sleeps."""
-
-    def __init__(self) -> None:
-        self.after = 0
-        self.calls = 0
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    def arm(self, after: int) -> None:
-        self.after, self.calls = after, 0
-        self.reached.clear()
-        self.release.clear()
-
-    def forward(self, forward):
-        def gated(*args, **kwargs):
-            self.calls += 1
-            if self.after and self.calls == self.after:
-                self.reached.set()
-                assert self.release.wait(60), "the test never released the model"
-            return forward(*args, **kwargs)
-        return gated
-
-
 @pytest.fixture()
 def gate(ui_server, monkeypatch):
     backend = ui_server.demo.playground.load("tiny-bf16")
-    gate = Gate()
+    gate = ForwardGate()
     monkeypatch.setattr(backend.model, "forward", gate.forward(backend.model.forward))
     halted = threading.Event()  # Stop has reached the server (its first step)
     request_stop = ReplyControl.request_stop

@@ -8,13 +8,12 @@ that does not go to 127.0.0.1 is aborted and fails the test. Screenshots go to `
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from chromium import ARTIFACTS, offline_context, requires_chromium, wait_pumping
+from gates import ForwardGate
 from core.messages import content_text
 from tinymodels.script import ENDLESS_Q, FRUIT_ANSWER, FRUIT_Q, case
 from ui.chat_files import SAVED_ATTRIBUTE, STORAGE_KEY
@@ -27,19 +26,15 @@ pytestmark = requires_chromium
 
 @pytest.fixture()
 def counted_tiny_model(ui_server, monkeypatch):
-    """The tiny model, slowed a little per token (so a reply is still streaming when the page
-    reloads), with ``computed`` set at each forward pass (so a Regenerate is seen to compute)."""
+    """The tiny model with a gate on its forward pass (``tests/gates.py``): ``computed`` is set at
+    each pass (a Regenerate is seen to compute), and the song is held mid-reply until the page
+    has reloaded."""
     backend = ui_server.demo.playground.load("tiny-bf16")
-    forward = backend.model.forward
-    backend.computed = threading.Event()
-
-    def counting_forward(*args, **kwargs):
-        backend.computed.set()
-        time.sleep(0.03)  # paces the reply (the reload below lands mid-reply); nothing waits on it
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(backend.model, "forward", counting_forward)
-    return backend
+    gate = ForwardGate()
+    monkeypatch.setattr(backend.model, "forward", gate.forward(backend.model.forward))
+    backend.gate, backend.computed = gate, gate.computed
+    yield backend
+    gate.release.set()
 
 
 def send(page, text: str) -> None:
@@ -155,6 +150,7 @@ def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model,
     page.locator("#thinking-toggle input[type=checkbox]").uncheck()
     expect(page.locator("#temperature input[type=number]")).to_have_value("0.7", timeout=10000)
     page.locator("#loop-guard input[type=checkbox]").uncheck()  # the song must still stream at the reload
+    counted_tiny_model.gate.arm(after=10)  # the prompt and nine tokens of the song, then held until released
     send(page, ENDLESS_Q)
     expect(bot_messages(page).last).to_contain_text("la la la", timeout=20000)
     # the autosave copies the streaming reply: reload once the storage holds part of the song
@@ -165,7 +161,9 @@ def test_reload_regenerate_export_import(browser, ui_server, counted_tiny_model,
     expect(chat).to_contain_text("la la la")
     expect(chat).to_contain_text("Interrupted")
     page.screenshot(path=str(ARTIFACTS / "session-5-interrupted.png"), full_page=True)
-    # the server noticed the page went away: the generation ends
+    # the server noticed the page went away: once the model may go on, the generation ends
+    assert counted_tiny_model.gate.reached.is_set()  # the reply was held mid-song through the reload
+    counted_tiny_model.gate.release.set()
     assert counted_tiny_model._generation_lock.wait_free(timeout=10), "the generation kept running after the page left"
 
     # a second browser (another user) starts with an empty chat

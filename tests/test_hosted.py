@@ -8,7 +8,6 @@ request.
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,6 +16,7 @@ from backends.base import Backend, LoadOptions, ModelInfo
 from core.config import AppConfig
 from core.errors import ModelNotFound
 from core.events import GenerationStats, RawDelta
+from gates import ForwardGate
 from tinymodels.script import ADD_ANSWER, ADD_Q, ENDLESS_Q, FRUIT_ANSWER, FRUIT_Q, SKY_ANSWER, SKY_Q
 
 NON_THINKING = (0.7, 0.8, 20, 0.0, 0.0)  # temperature, top_p, top_k, min_p, presence_penalty
@@ -326,21 +326,19 @@ def test_a_model_swap_never_interrupts_a_reply(client, hosted, monkeypatch):
 
     hosted.pool.unload_all()
     backend = hosted.demo.playground.load("tiny-bf16")
-    forward = backend.model.forward
-
-    def slow_forward(*args, **kwargs):
-        time.sleep(0.02)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(backend.model, "forward", slow_forward)
+    gate = ForwardGate()  # the reply is held mid-song while the other user loads models
+    monkeypatch.setattr(backend.model, "forward", gate.forward(backend.model.forward))
+    gate.arm(after=10)
     job = chat(client, ENDLESS_Q, max_new_tokens=150, loop_guard=False)  # the whole song: no loop guard
-    for step in job:
-        if len(step) >= 2 and "la la" in text(step[-1]):
-            break
+    assert gate.reached.wait(60), "the reply never started"
     other = Client(hosted.url, verbose=False, download_files=False)
-    for factor in (2.0, 4.0):  # two more models: three wanted, budget two, one of them busy
-        assert "ready" in other.predict("tiny-bf16", factor, api_name="/load_model")[2]
-    assert backend.loaded and 1.0 in loaded_factors(hosted.pool)  # not evicted while it streams
+    try:
+        for factor in (2.0, 4.0):  # two more models: three wanted, budget two, one of them busy
+            assert "ready" in other.predict("tiny-bf16", factor, api_name="/load_model")[2]
+        assert backend.loaded and 1.0 in loaded_factors(hosted.pool)  # not evicted while it streams
+        assert not job.done()  # still streaming: held at the gate
+    finally:
+        gate.release.set()
     final = job.result(timeout=120)
     assert "hit max new tokens" in title(final[-1]) and not any(title(m) == "Error" for m in final)
     assert len(text(final[-2])) > 100  # the whole reply arrived
